@@ -1,0 +1,265 @@
+//! gRPC over a local socket: a Unix domain socket (a named pipe on Windows),
+//! through `interprocess`.
+//!
+//! [`LocalListener::incoming`] feeds tonic's `serve_with_incoming`;
+//! [`connect_channel`] gives a tonic [`Channel`]. Each accepted connection
+//! carries its peer's credentials as [`PeerInfo`], which the router uses to
+//! refuse other users.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use hyper_util::rt::TokioIo;
+use interprocess::local_socket::{
+    GenericFilePath, ListenerOptions, ToFsName,
+    tokio::{Listener, Stream, prelude::*},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::Stream as AsyncStream;
+use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
+
+/// The credentials of a connected peer, read once at accept time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's effective user id, where the platform reports it.
+    pub uid: Option<u32>,
+    /// The peer's process id, where the platform reports it.
+    pub pid: Option<u32>,
+}
+
+/// A listening local socket.
+#[derive(Debug)]
+pub struct LocalListener {
+    inner: Listener,
+    path: PathBuf,
+}
+
+/// Binds a local socket at `path`, readable and writable by its owner only.
+///
+/// An existing file at `path` is an error: removing a stale socket is the
+/// caller's decision, taken while it holds the lock that owns the path. The
+/// socket file is not removed when the listener drops, for the same reason.
+pub fn bind(path: &Path) -> io::Result<LocalListener> {
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    let options = ListenerOptions::new().name(name).reclaim_name(false);
+    #[cfg(unix)]
+    let options = {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        options.mode(0o600)
+    };
+    let inner = options.create_tokio()?;
+    Ok(LocalListener { inner, path: path.to_owned() })
+}
+
+impl LocalListener {
+    /// The path this listener is bound to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> io::Result<LocalConn> {
+        let stream = self.inner.accept().await?;
+        Ok(LocalConn::new(stream))
+    }
+
+    /// The stream of connections, for `Server::serve_with_incoming`.
+    ///
+    /// Failed accepts are yielded, not fatal: tonic logs them and goes on.
+    /// The accept loop is a task owned by the stream: it stops when the
+    /// stream is dropped, and so does the listener.
+    pub fn incoming(self) -> impl AsyncStream<Item = io::Result<LocalConn>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let accept_loop = async move {
+            loop {
+                let conn = self.accept().await;
+                if tx.send(conn).await.is_err() {
+                    break;
+                }
+            }
+        };
+        AcceptStream {
+            rx: tokio_stream::wrappers::ReceiverStream::new(rx),
+            _task: AbortOnDrop(tokio::spawn(accept_loop)),
+        }
+    }
+}
+
+/// Owns the accept task, so that dropping the stream stops accepting.
+struct AcceptStream {
+    rx: tokio_stream::wrappers::ReceiverStream<io::Result<LocalConn>>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl AsyncStream for AcceptStream {
+    type Item = io::Result<LocalConn>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+/// One accepted or connected local-socket connection.
+#[derive(Debug)]
+pub struct LocalConn {
+    inner: Stream,
+    peer: PeerInfo,
+}
+
+impl LocalConn {
+    fn new(inner: Stream) -> Self {
+        let peer = match inner.peer_creds() {
+            Ok(creds) => PeerInfo {
+                uid: creds.euid().map(|u| u as u32),
+                pid: creds.pid().and_then(|p| u32::try_from(p).ok()),
+            },
+            Err(_) => PeerInfo { uid: None, pid: None },
+        };
+        Self { inner, peer }
+    }
+
+    /// The peer's credentials.
+    pub fn peer(&self) -> PeerInfo {
+        self.peer
+    }
+}
+
+/// Connects to the local socket at `path`.
+pub async fn connect(path: &Path) -> io::Result<LocalConn> {
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    let stream = Stream::connect(name).await?;
+    Ok(LocalConn::new(stream))
+}
+
+/// A tonic channel to the gRPC server listening at `path`.
+///
+/// The connection is made now, so that a missing server is an error here and
+/// not at the first call. When it breaks, the channel reconnects to the same
+/// path on the next call.
+pub async fn connect_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_owned();
+    // The URI is only a placeholder: the connector below ignores it.
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { connect(&path).await.map(TokioIo::new) }
+        }))
+        .await
+}
+
+impl Connected for LocalConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer
+    }
+}
+
+impl AsyncRead for LocalConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LocalConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::{
+        ServingStatus,
+        pb::{HealthCheckRequest, health_check_response, health_client::HealthClient},
+    };
+
+    #[tokio::test]
+    async fn tonic_serves_and_calls_over_a_local_socket() {
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "socket mode");
+        }
+
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("polis", ServingStatus::Serving).await;
+        let server = tokio::spawn(
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming(listener.incoming()),
+        );
+
+        let mut client = HealthClient::new(connect_channel(&path).await.unwrap());
+        let reply = client.check(HealthCheckRequest { service: "polis".into() }).await.unwrap().into_inner();
+        assert_eq!(reply.status, health_check_response::ServingStatus::Serving as i32);
+        server.abort();
+        assert!(path.exists(), "the socket file is the caller's to remove");
+    }
+
+    #[tokio::test]
+    async fn binding_over_an_existing_file_fails() {
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("t.sock");
+        std::fs::write(&path, b"").unwrap();
+        assert!(bind(&path).is_err());
+    }
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails() {
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        assert!(connect_channel(&dir.path().join("none.sock")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn peer_credentials_are_ours() {
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+        let (client, server) = tokio::join!(connect(&path), listener.accept());
+        let (_client, server) = (client.unwrap(), server.unwrap());
+        #[cfg(unix)]
+        assert_eq!(server.peer().uid, Some(rustix::process::geteuid().as_raw()));
+        assert_eq!(server.peer().pid, Some(std::process::id()));
+    }
+}
