@@ -47,7 +47,7 @@ impl DirWatch {
                     let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
                     let poller = PollWatcher::new(handler, config).and_then(|w| watch_all(w, dirs));
                     Box::new(poller.map_err(|e| Error::Watch {
-                        path: dirs.first().map(PathBuf::clone).unwrap_or_default(),
+                        path: dirs.first().cloned().unwrap_or_default(),
                         reason: e.to_string(),
                     })?)
                 }

@@ -122,7 +122,7 @@ impl LocalConn {
     fn new(inner: Stream) -> Self {
         let peer = match inner.peer_creds() {
             Ok(creds) => PeerInfo {
-                uid: creds.euid().map(|u| u as u32),
+                uid: creds.euid(),
                 pid: creds.pid().and_then(|p| u32::try_from(p).ok()),
             },
             Err(_) => PeerInfo { uid: None, pid: None },

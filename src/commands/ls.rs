@@ -1,0 +1,46 @@
+//! `polis ls`: the live nodes, read from the directory alone.
+
+use std::process::ExitCode;
+
+use polis_discovery::{Discovery, MeshDir};
+
+use crate::cli::LsArgs;
+
+pub(super) fn run(mesh: &MeshDir, args: &LsArgs) -> anyhow::Result<ExitCode> {
+    let listing = mesh.list()?;
+    super::warn_skipped(&listing);
+    let router = mesh.current_router()?;
+    if args.json {
+        let out = serde_json::json!({
+            "mesh_dir": mesh.root(),
+            "router": router,
+            "nodes": listing.nodes,
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!("mesh   {}", mesh.root().display());
+    match &router {
+        Some(r) => println!("router pid {}, epoch {}", r.pid, r.epoch.unwrap_or(0)),
+        None => println!("router none"),
+    }
+    if listing.nodes.is_empty() {
+        println!("no live nodes");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!();
+    println!("{:<9} {:<16} {:>8}  {:<20}  {:<36}  SERVICES", "ROLE", "NAME", "PID", "STARTED", "ID");
+    for n in &listing.nodes {
+        println!(
+            "{:<9} {:<16} {:>8}  {:<20}  {:<36}  {}",
+            n.role.to_string(),
+            n.name,
+            n.pid,
+            n.started_at,
+            n.id,
+            n.services.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

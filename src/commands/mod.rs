@@ -1,0 +1,33 @@
+//! One module per command.
+
+mod ls;
+mod resolve;
+mod router;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use polis_discovery::{Listing, MeshDir};
+
+use crate::cli::{Cli, Command};
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mesh = open_mesh(&cli)?;
+    match cli.command {
+        Command::Ls(args) => ls::run(&mesh, &args),
+        Command::Resolve { name } => resolve::run(&mesh, &name),
+        Command::Router(args) => router::run(mesh, &args).await,
+    }
+}
+
+fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
+    let path = cli.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
+    MeshDir::open(&path).with_context(|| format!("cannot open the mesh at {}", path.display()))
+}
+
+/// Prints a warning for each record that could not be read.
+fn warn_skipped(listing: &Listing) {
+    for skipped in &listing.skipped {
+        eprintln!("warning: {skipped}");
+    }
+}

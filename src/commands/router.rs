@@ -1,0 +1,67 @@
+//! `polis router`: a router candidate in the foreground.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use polis_discovery::{Campaign, Discovery, MeshDir, NodeRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RouterArgs;
+
+/// How long a losing candidate waits for the winner to publish itself.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(mesh: MeshDir, args: &RouterArgs) -> anyhow::Result<ExitCode> {
+    let term = match mesh.campaign()? {
+        Campaign::Won(term) => term,
+        Campaign::Lost => {
+            let in_office = wait_for_router(&mesh).await?;
+            if !args.standby {
+                println!("router in office: {}", describe(in_office.as_ref()));
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("standing by: router in office: {}", describe(in_office.as_ref()));
+            let mesh = mesh.clone();
+            tokio::task::spawn_blocking(move || mesh.standby()).await.context("standby task failed")??
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let served = polis_node::router::serve(term, shutdown).await;
+    signals.abort();
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The router in office, once it has published itself (it may be starting).
+async fn wait_for_router(mesh: &MeshDir) -> anyhow::Result<Option<NodeRecord>> {
+    let watch = mesh.watch()?;
+    Ok(watch.wait_for(PUBLISH_WAIT, || mesh.current_router()).await?)
+}
+
+fn describe(router: Option<&NodeRecord>) -> String {
+    match router {
+        Some(r) => format!("pid {}, epoch {}, id {}", r.pid, r.epoch.unwrap_or(0), r.id),
+        None => "starting (not yet published)".into(),
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::warn!("cannot listen for signals; stop the router with `polis stop`");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}

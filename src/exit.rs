@@ -1,0 +1,37 @@
+//! Exit codes and the one-line `error:` report.
+
+use std::process::ExitCode;
+
+/// A failure with its contract exit code. Commands return it inside
+/// `anyhow::Error`; anything else exits 1.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+/// Exit code 3: the thing asked for does not exist.
+pub(crate) const NOT_FOUND: u8 = 3;
+
+impl Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Prints `error: …` on one line and picks the exit code.
+pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
+    let code = error.downcast_ref::<Failure>().map_or(1, |f| f.code);
+    // `{:#}` joins the context chain with ": ", on one line.
+    let text = format!("{error:#}").replace('\n', " ");
+    eprintln!("error: {text}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,93 @@
+//! Node records as `polis ls` and `polis resolve` read them.
+
+use std::time::Duration;
+
+use crate::util::Mesh;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_record_stops_being_listed_the_moment_its_process_dies() {
+    let mesh = Mesh::new();
+    let mut router = mesh.spawn(&["router"]);
+    let record = mesh.wait_router(WAIT);
+    let ls = mesh.run(&["ls", "--json"]).code(0).json();
+    assert_eq!(ls["nodes"][0]["id"], record.id.to_string());
+
+    router.kill();
+    // No heartbeat and no timeout: the kernel released the lock with the process.
+    let ls = mesh.run(&["ls", "--json"]).code(0).json();
+    assert_eq!(ls["nodes"], serde_json::json!([]), "the dead node is not listed");
+    assert_eq!(ls["router"], serde_json::Value::Null);
+    assert!(mesh.dir.join(format!("nodes/{}.json", record.id)).exists(), "ignored, not yet collected");
+    mesh.run(&["resolve", "router"]).code(3);
+
+    // The next router collects it.
+    let _next = mesh.spawn(&["router"]);
+    let next = mesh.wait_router(WAIT);
+    assert_eq!(next.epoch, Some(2));
+    assert!(!mesh.dir.join(format!("nodes/{}.json", record.id)).exists(), "collected");
+}
+
+#[test]
+fn unreadable_records_are_skipped_with_a_warning() {
+    let mesh = Mesh::new();
+    let _router = mesh.spawn(&["router"]);
+    let record = mesh.wait_router(WAIT);
+
+    let bad: [(&str, &[u8], &str); 4] = [
+        ("garbage", b"\x7fELF\x02\x01 not a record at all", "not JSON"),
+        ("truncated", br#"{"format":1,"id":"#, "truncated JSON"),
+        ("unknown format", br#"{"format":7,"id":"x","role":"module"}"#, "unknown record format 7"),
+        ("empty", b"", "empty file"),
+    ];
+    let mut files = Vec::new();
+    for (_, bytes, _) in &bad {
+        let path = mesh.dir.join(format!("nodes/{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, bytes).unwrap();
+        files.push(path);
+    }
+
+    for args in [&["ls", "--json"][..], &["ls"][..]] {
+        let run = mesh.run(args);
+        run.code(0);
+        let stderr = run.stderr();
+        for ((what, _, reason), path) in bad.iter().zip(&files) {
+            let line = stderr
+                .lines()
+                .find(|l| l.contains(&path.display().to_string()))
+                .unwrap_or_else(|| panic!("no warning for the {what} record\n{run}"));
+            assert!(line.starts_with("warning: skipping ") && line.contains(reason), "{what}: {line}");
+        }
+        assert!(run.stdout().contains(&record.id.to_string()), "the live record is still listed\n{run}");
+    }
+    let resolved = mesh.run(&["resolve", "router"]).code(0).json();
+    assert_eq!(resolved["id"], record.id.to_string());
+    assert_eq!(resolved["epoch"], 1);
+}
+
+#[test]
+fn resolve_prints_contract_json_or_exits_3() {
+    let mesh = Mesh::new();
+    let run = mesh.run(&["resolve", "nothing-here"]);
+    run.code(3);
+    assert!(run.stderr().starts_with("error: no live node serves \"nothing-here\""), "{run}");
+    assert_eq!(run.stderr().lines().count(), 1, "one error line\n{run}");
+
+    let _router = mesh.spawn(&["router"]);
+    let record = mesh.wait_router(WAIT);
+    let json = mesh.run(&["resolve", "router"]).code(0).json();
+    for key in ["format", "id", "role", "name", "services", "pid", "version", "started_at", "endpoint", "router"] {
+        assert!(json.get(key).is_some(), "contract field {key} missing: {json}");
+    }
+    assert_eq!(json["role"], "router");
+    assert_eq!(json["pid"], record.pid);
+    assert_eq!(json["endpoint"], format!("unix:{}", mesh.dir.join("router.sock").display()));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let mesh = Mesh::new();
+    mesh.run(&["no-such-command"]).code(2);
+    mesh.run(&["resolve"]).code(2);
+}

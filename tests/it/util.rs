@@ -1,0 +1,220 @@
+//! Helpers for tests that run the real `polis` binary against a temp mesh.
+//!
+//! Every wait has a deadline; on failure a helper panics with the command,
+//! its exit status, stdout, stderr, and a listing of the mesh directory.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use polis_discovery::{Discovery, MeshDir, NodeRecord};
+
+pub(crate) const POLIS: &str = env!("CARGO_BIN_EXE_polis");
+
+/// A temp mesh directory, removed with everything under it on drop.
+pub(crate) struct Mesh {
+    // Short: socket paths must stay under 108 bytes.
+    _tmp: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+}
+
+impl Mesh {
+    pub(crate) fn new() -> Self {
+        let tmp = tempfile::Builder::new().prefix("pt").tempdir_in("/tmp").expect("temp dir");
+        let dir = tmp.path().join("m");
+        Self { _tmp: tmp, dir }
+    }
+
+    /// A `polis` command aimed at this mesh.
+    pub(crate) fn polis(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(POLIS);
+        cmd.arg("--mesh-dir").arg(&self.dir).args(args).env_remove("POLIS_MESH_DIR");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `polis ARGS` to completion.
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.polis(args);
+        let output = cmd.output().expect("run polis");
+        Run { cmd: format!("{cmd:?}"), output, mesh: self.dir.clone() }
+    }
+
+    /// Starts `polis ARGS` in the background, killed on drop.
+    pub(crate) fn spawn(&self, args: &[&str]) -> Proc {
+        let mut cmd = self.polis(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn polis");
+        let lines = forward_lines(child.stdout.take().expect("piped stdout"));
+        Proc { cmd: format!("{cmd:?}"), child: Some(child), lines, mesh: self.dir.clone() }
+    }
+
+    /// The mesh as a library reader sees it.
+    pub(crate) fn open(&self) -> MeshDir {
+        MeshDir::open(&self.dir).expect("open mesh")
+    }
+
+    /// The live router's record.
+    pub(crate) fn router(&self) -> Option<NodeRecord> {
+        self.open().current_router().expect("read router")
+    }
+
+    /// Waits until a router is published, and returns its record.
+    pub(crate) fn wait_router(&self, timeout: Duration) -> NodeRecord {
+        wait_until(timeout, &self.dir, "a router to publish router.json", || self.router())
+    }
+}
+
+/// Polls `check` until it gives a value (every 200 µs: fine-grained enough
+/// to time a failover), or panics with a listing after `timeout`.
+pub(crate) fn wait_until<T>(timeout: Duration, mesh: &Path, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", listing(mesh));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A finished command.
+pub(crate) struct Run {
+    cmd: String,
+    pub(crate) output: Output,
+    mesh: PathBuf,
+}
+
+impl Run {
+    pub(crate) fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts the exit code, and returns self for more checks.
+    pub(crate) fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.output.status.code(), Some(want), "unexpected exit status\n{self}");
+        self
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}\n{}",
+            self.cmd,
+            self.output.status,
+            self.stdout(),
+            self.stderr(),
+            listing(&self.mesh)
+        )
+    }
+}
+
+/// A background process; killed and reaped on drop.
+pub(crate) struct Proc {
+    cmd: String,
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    mesh: PathBuf,
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The next stdout line, within `timeout`.
+    pub(crate) fn line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => l,
+            Err(e) => panic!("no stdout line within {timeout:?} ({e}) from {}\n{}", self.cmd, listing(&self.mesh)),
+        }
+    }
+
+    /// Sends SIGKILL and reaps.
+    pub(crate) fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+
+    /// Sends a signal without waiting.
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("signal");
+    }
+
+    /// Whether it has exited, without waiting.
+    pub(crate) fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().expect("running").try_wait().expect("try_wait")
+    }
+
+    /// Waits for exit within `timeout`, and returns the status and stderr.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mesh = self.mesh.clone();
+        let what = format!("{} to exit", self.cmd);
+        let status = wait_until(timeout, &mesh, &what, || self.try_exit());
+        // try_exit has reaped it.
+        let stderr_pipe = self.child.take().and_then(|mut c| c.stderr.take());
+        let mut stderr = String::new();
+        if let Some(mut e) = stderr_pipe {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn forward_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A listing of the mesh directory, for failure messages.
+pub(crate) fn listing(mesh: &Path) -> String {
+    let mut out = format!("mesh directory {}:\n", mesh.display());
+    for sub in [mesh.to_owned(), mesh.join("nodes"), mesh.join("logs")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            let content = if path.extension().is_some_and(|x| x == "json" || x == "lock") {
+                std::fs::read_to_string(&path).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            out += &format!("  {} {}\n", path.display(), content.trim());
+        }
+    }
+    out
+}
