@@ -52,7 +52,11 @@ fn sixteen_candidates_elect_exactly_one_router() {
         let (status, stderr) = loser.wait(WAIT);
         assert!(status.success(), "a losing candidate exits 0: {status}, {stderr}");
         let (pid, epoch, id) = parse_in_office(&line);
-        assert_eq!((pid, epoch, id), (record.pid, 1, record.id.to_string()), "every loser reads the same winner");
+        assert_eq!(
+            (pid, epoch, id),
+            (record.pid, 1, record.id.to_string()),
+            "every loser reads the same winner"
+        );
     }
 
     // A clean exit on SIGTERM leaves only the lock file with its epoch.
@@ -89,7 +93,8 @@ fn a_standby_takes_office_when_the_router_is_killed() {
 
     // The dead router's record was collected by its successor.
     let nodes = mesh.run(&["ls", "--json"]).code(0).json();
-    let ids: Vec<&str> = nodes["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        nodes["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [new.id.to_string()]);
     assert!(!mesh.dir.join(format!("nodes/{}.json", old.id)).exists(), "dead record collected");
     assert!(standby.try_exit().is_none(), "the new router stays in office");
@@ -116,7 +121,8 @@ fn two_meshes_run_side_by_side() {
     assert_eq!((ra.epoch, rb.epoch), (Some(1), Some(1)), "both won their own election");
     for (mesh, own) in [(&a, &ra), (&b, &rb)] {
         let ls = mesh.run(&["ls", "--json"]).code(0).json();
-        let ids: Vec<&str> = ls["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            ls["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
         assert_eq!(ids, [own.id.to_string()], "each mesh sees only its own router");
         assert_eq!(ls["router"]["id"], own.id.to_string());
     }

@@ -77,7 +77,9 @@ fn resolve_prints_contract_json_or_exits_3() {
     let _router = mesh.spawn(&["router"]);
     let record = mesh.wait_router(WAIT);
     let json = mesh.run(&["resolve", "router"]).code(0).json();
-    for key in ["format", "id", "role", "name", "services", "pid", "version", "started_at", "endpoint", "router"] {
+    for key in
+        ["format", "id", "role", "name", "services", "pid", "version", "started_at", "endpoint", "router"]
+    {
         assert!(json.get(key).is_some(), "contract field {key} missing: {json}");
     }
     assert_eq!(json["role"], "router");

@@ -71,7 +71,12 @@ impl Mesh {
 
 /// Polls `check` until it gives a value (every 200 µs: fine-grained enough
 /// to time a failover), or panics with a listing after `timeout`.
-pub(crate) fn wait_until<T>(timeout: Duration, mesh: &Path, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until<T>(
+    timeout: Duration,
+    mesh: &Path,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
@@ -142,7 +147,9 @@ impl Proc {
     pub(crate) fn line(&mut self, timeout: Duration) -> String {
         match self.lines.recv_timeout(timeout) {
             Ok(l) => l,
-            Err(e) => panic!("no stdout line within {timeout:?} ({e}) from {}\n{}", self.cmd, listing(&self.mesh)),
+            Err(e) => {
+                panic!("no stdout line within {timeout:?} ({e}) from {}\n{}", self.cmd, listing(&self.mesh))
+            }
         }
     }
 

@@ -121,10 +121,7 @@ pub struct LocalConn {
 impl LocalConn {
     fn new(inner: Stream) -> Self {
         let peer = match inner.peer_creds() {
-            Ok(creds) => PeerInfo {
-                uid: creds.euid(),
-                pid: creds.pid().and_then(|p| u32::try_from(p).ok()),
-            },
+            Ok(creds) => PeerInfo { uid: creds.euid(), pid: creds.pid().and_then(|p| u32::try_from(p).ok()) },
             Err(_) => PeerInfo { uid: None, pid: None },
         };
         Self { inner, peer }
