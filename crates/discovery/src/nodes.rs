@@ -182,7 +182,7 @@ mod tests {
         let live = NodeRecord::new(Role::Frontend, "live");
         let _guard = mesh.publish(&live).unwrap();
 
-        assert_eq!(mesh.list().unwrap().nodes, [live.clone()]);
+        assert_eq!(mesh.list().unwrap().nodes, std::slice::from_ref(&live));
         assert_eq!(mesh.collect_dead().unwrap(), [record.id]);
         assert!(!mesh.node_record(&record.id).exists());
         assert!(!mesh.node_lock(&record.id).exists());
