@@ -1,6 +1,6 @@
 //! The command-line grammar (DESIGN.md §8).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -27,19 +27,47 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// List the live nodes of the mesh
-    Ls(LsArgs),
+    /// Call METHOD of SERVICE through the router, launching it if needed
+    Call(CallArgs),
     /// Print the live record serving NAME as JSON (`router` for the router)
     Resolve {
         /// A service name, or `router`
         name: String,
     },
+    /// Show the router, its sessions and modules
+    Status(JsonArg),
+    /// List the live nodes of the mesh (read from the directory alone)
+    Ls(JsonArg),
     /// Run a router candidate in the foreground
     Router(RouterArgs),
+    /// Stop the router and its modules gracefully
+    Stop,
+    /// Manage modules at run time
+    #[command(subcommand)]
+    Module(ModuleCommand),
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct LsArgs {
+pub(crate) struct CallArgs {
+    /// The service (module) name
+    pub(crate) service: String,
+    /// The method
+    pub(crate) method: String,
+    /// The params, as JSON (default: none)
+    pub(crate) params: Option<String>,
+    /// Print each streamed item as one JSON value per line, as it arrives
+    #[arg(long)]
+    pub(crate) stream: bool,
+    /// Give up after this many milliseconds
+    #[arg(long, value_name = "MS")]
+    pub(crate) timeout: Option<u64>,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JsonArg {
     /// Print JSON for scripts
     #[arg(long)]
     pub(crate) json: bool,
@@ -50,4 +78,34 @@ pub(crate) struct RouterArgs {
     /// If another router is in office, wait and take over when it goes
     #[arg(long)]
     pub(crate) standby: bool,
+    /// Leave the terminal's session (setsid), as a launched router does
+    #[arg(long)]
+    pub(crate) detach: bool,
+    /// How long a module has to exit after Shutdown before it is killed
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) grace: Duration,
+    /// The largest frame or payload, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = polis_mesh::codec::DEFAULT_MAX_FRAME_LEN)]
+    pub(crate) max_frame: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModuleCommand {
+    /// List the modules known to the router
+    List(JsonArg),
+    /// Start a module (and its dependencies) now
+    Load {
+        /// The module's name
+        name: String,
+    },
+    /// Stop a module
+    Unload {
+        /// The module's name
+        name: String,
+    },
+    /// Stop a module and start it again, reading its manifest anew
+    Reload {
+        /// The module's name
+        name: String,
+    },
 }

@@ -10,8 +10,14 @@ pub(crate) struct Failure {
     pub(crate) message: String,
 }
 
+/// Exit code 1: the remote side returned an error.
+pub(crate) const REMOTE: u8 = 1;
+/// Exit code 2: the command line was wrong.
+pub(crate) const USAGE: u8 = 2;
 /// Exit code 3: the thing asked for does not exist.
 pub(crate) const NOT_FOUND: u8 = 3;
+/// Exit code 4: no router and none could be launched, or a deadline passed.
+pub(crate) const UNAVAILABLE: u8 = 4;
 
 impl Failure {
     pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {

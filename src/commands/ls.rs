@@ -4,13 +4,11 @@ use std::process::ExitCode;
 
 use polis_discovery::{Discovery, MeshDir};
 
-use crate::cli::LsArgs;
-
-pub(super) fn run(mesh: &MeshDir, args: &LsArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
     let listing = mesh.list()?;
     super::warn_skipped(&listing);
     let router = mesh.current_router()?;
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "mesh_dir": mesh.root(),
             "router": router,

@@ -1,8 +1,11 @@
 //! One module per command.
 
+mod call;
 mod ls;
 mod resolve;
 mod router;
+mod rpc;
+mod status;
 
 use std::process::ExitCode;
 
@@ -13,10 +16,15 @@ use crate::cli::{Cli, Command};
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mesh = open_mesh(&cli)?;
+    let modules_path = cli.modules_path.as_deref();
     match cli.command {
-        Command::Ls(args) => ls::run(&mesh, &args),
+        Command::Call(args) => call::run(&mesh, modules_path, args).await,
+        Command::Ls(args) => ls::run(&mesh, args.json),
         Command::Resolve { name } => resolve::run(&mesh, &name),
-        Command::Router(args) => router::run(mesh, &args).await,
+        Command::Router(args) => router::run(mesh, modules_path, &args).await,
+        Command::Status(args) => status::status(&mesh, args.json).await,
+        Command::Stop => status::stop(&mesh).await,
+        Command::Module(command) => status::module(&mesh, command).await,
     }
 }
 

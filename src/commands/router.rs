@@ -11,7 +11,17 @@ use crate::cli::RouterArgs;
 /// How long a losing candidate waits for the winner to publish itself.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(mesh: MeshDir, args: &RouterArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(
+    mesh: MeshDir,
+    modules_path: Option<&str>,
+    args: &RouterArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.detach {
+        // A launched router must not die with the launching frontend's
+        // terminal or session. Failing means we lead a session already.
+        #[cfg(unix)]
+        let _ = rustix::process::setsid();
+    }
     let term = match mesh.campaign()? {
         Campaign::Won(term) => term,
         Campaign::Lost => {
@@ -28,7 +38,10 @@ pub(super) async fn run(mesh: MeshDir, args: &RouterArgs) -> anyhow::Result<Exit
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let served = polis_node::router::serve(term, shutdown).await;
+    let mut config = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
+    config.grace = args.grace;
+    config.max_frame_len = args.max_frame;
+    let served = polis_node::router::serve(term, config, shutdown).await;
     signals.abort();
     served?;
     Ok(ExitCode::SUCCESS)

@@ -63,6 +63,14 @@ impl Term {
     }
 }
 
+impl Term {
+    /// Removes `router.json`, the first step of leaving office: from now on
+    /// no frontend finds this router, while it winds down its modules.
+    pub fn withdraw_record(&self) {
+        let _ = fs::remove_file(self.mesh.router_record());
+    }
+}
+
 impl Drop for Term {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.mesh.router_record());

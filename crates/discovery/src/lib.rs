@@ -55,6 +55,8 @@ pub trait Discovery {
     fn standby(&self) -> Result<Self::Term>;
     /// Wakes on changes to the published records.
     fn watch(&self) -> Result<DirWatch>;
+    /// Whether the node with this id is alive.
+    fn is_live(&self, id: &uuid::Uuid) -> Result<bool>;
 }
 
 impl Discovery for MeshDir {
@@ -92,5 +94,10 @@ impl Discovery for MeshDir {
 
     fn watch(&self) -> Result<DirWatch> {
         DirWatch::new(&[self.root().to_owned(), self.nodes_dir()])
+    }
+
+    fn is_live(&self, id: &uuid::Uuid) -> Result<bool> {
+        let path = self.node_lock(id);
+        lock::is_held(&path).map_err(Error::io("inspect", &path))
     }
 }

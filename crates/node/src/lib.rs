@@ -1,11 +1,23 @@
 //! The polis node runtime: the router (election, gRPC services, routing,
-//! sessions, lifecycle), and later the module host and the module SDK.
+//! lifecycle), the module host (manifests, spawning, supervision), and the
+//! module SDK.
 //!
 //! This crate owns process and lifecycle policy. It must not install signal
 //! handlers (the binary does, and passes a cancellation token down), and it
 //! must not depend on `polis-client`.
+//!
+//! # Layout
+//! - [`manifest`]: `module.toml`, the search path, dependency order.
+//! - `host`: starting, linking, supervising and stopping modules.
+//! - [`router`]: the gRPC services and the router's life.
+//! - [`sdk`]: what a module written in Rust links against.
 
+mod host;
+pub mod manifest;
 pub mod router;
+pub mod sdk;
+
+pub use host::HostConfig;
 
 /// What can stop a node.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,12 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("router server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// A task of the router failed.
+    #[error("router task failed: {0}")]
+    Task(String),
 }
 
 /// A `Result` with this crate's [`Error`].

@@ -1,22 +1,40 @@
 //! The router: the node holding the election, serving the mesh's gRPC
-//! endpoint on `router.sock`.
+//! endpoint on `router.sock` and routing calls to modules.
 //!
-//! Start-up order is the directory contract's: office (the lock) first, then
+//! Start-up follows the directory contract: office (the lock) first, then
 //! the socket, then the router's node record (its lock is what readers test
-//! for liveness), then `router.json`. Exit runs it backwards, releasing
-//! `router.lock` last.
+//! for liveness), then `router.json`. Exit (DESIGN.md §7): stop accepting,
+//! remove `router.json`, send `Shutdown` to every module, wait out the
+//! grace, kill stragglers, reap every child, and release `router.lock` last.
+
+mod admin;
+mod service;
+
+use std::time::Duration;
 
 use polis_discovery::{Discovery, MeshDir, NodeRecord, Role, Term};
-use polis_mesh::transport;
+use polis_mesh::{
+    pb::{self, admin_server::AdminServer, router_server::RouterServer},
+    transport::{self, PeerInfo},
+};
 use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status, service::interceptor::InterceptedService};
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    host::{Host, HostConfig, RouterIdentity},
+};
 
-/// Serves as the router for the term held, until `shutdown` is cancelled.
+/// How long in-flight gRPC exchanges get to finish once the modules are down.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves as the router for the term held, until `shutdown` is cancelled
+/// (by the caller, or by `polis stop`).
 ///
-/// Dead node records are collected on taking office. On return the router's
-/// files are gone and the office is free for the next candidate.
-pub async fn serve(term: Term, shutdown: CancellationToken) -> Result<()> {
+/// Dead node records are collected on taking office. On return every module
+/// has been stopped and reaped, the router's files are gone, and the office
+/// is free for the next candidate.
+pub async fn serve(term: Term, config: HostConfig, shutdown: CancellationToken) -> Result<()> {
     let mesh: MeshDir = term.mesh().clone();
     let collected = mesh.collect_dead()?;
     if !collected.is_empty() {
@@ -27,24 +45,79 @@ pub async fn serve(term: Term, shutdown: CancellationToken) -> Result<()> {
     let socket = mesh.router_socket();
     let listener = transport::bind(&socket).map_err(|source| Error::Bind { path: socket.clone(), source })?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    health.set_service_status("polis.v1.Router", tonic_health::ServingStatus::Serving).await;
-
     let mut record = NodeRecord::new(Role::Router, "router");
     record.version = env!("CARGO_PKG_VERSION").to_owned();
     record.endpoint = Some(format!("unix:{}", socket.display()));
+
+    let max_message = config.max_frame_len.saturating_add(64 * 1024);
+    let host = Host::new(config, mesh.clone(), RouterIdentity { id: record.id, epoch: term.epoch() });
+    let identity = pb::StatusReply {
+        router_id: record.id.to_string(),
+        epoch: term.epoch(),
+        pid: record.pid,
+        version: record.version.clone(),
+        mesh_dir: mesh.root().display().to_string(),
+        ..Default::default()
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health.set_serving::<RouterServer<service::RouterService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+
+    let check = same_user(rustix::process::geteuid().as_raw());
+    let router_service = RouterServer::new(service::RouterService { host: host.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin_service = AdminServer::new(admin::AdminService {
+        host: host.clone(),
+        identity,
+        started: std::time::Instant::now(),
+        shutdown: shutdown.clone(),
+    });
+    let stop_accepting = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(router_service, check))
+        .add_service(InterceptedService::new(admin_service, check))
+        .add_service(InterceptedService::new(health_service, check))
+        .add_service(InterceptedService::new(reflection, check))
+        .serve_with_incoming_shutdown(listener.incoming(), stop_accepting.clone().cancelled_owned());
+    let server = tokio::spawn(server);
+
     let node = mesh.publish(&record)?;
     term.publish_router(&record)?;
     tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
+    host.autostart();
 
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .serve_with_incoming_shutdown(listener.incoming(), shutdown.cancelled());
-    let served = server.await;
-
+    shutdown.cancelled().await;
     tracing::info!(epoch = term.epoch(), "router leaving office");
+    stop_accepting.cancel();
+    term.withdraw_record();
+    health.set_not_serving::<RouterServer<service::RouterService>>().await;
+    host.shutdown().await;
+    let served = match tokio::time::timeout(DRAIN, server).await {
+        Ok(Ok(served)) => served.map_err(Error::from),
+        Ok(Err(join)) => Err(Error::Task(join.to_string())),
+        // Clients still connected; their calls have failed already.
+        Err(_) => Ok(()),
+    };
     drop(node);
     drop(term);
-    served.map_err(Error::from)
+    served
+}
+
+/// Refuses peers of another uid: the socket's 0600 mode keeps them out,
+/// and this keeps them out should the mode ever be loosened.
+fn same_user(uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Copy {
+    move |request: Request<()>| match request.extensions().get::<PeerInfo>().and_then(|p| p.uid) {
+        Some(peer) if peer == uid => Ok(request),
+        Some(peer) => Err(Status::permission_denied(format!(
+            "this router serves uid {uid} only; refused a client running as uid {peer}"
+        ))),
+        None => Err(Status::permission_denied("cannot tell the client's uid; refused")),
+    }
 }

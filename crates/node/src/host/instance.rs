@@ -1,0 +1,344 @@
+//! One running module: its link, the calls in flight on it, and the task
+//! that watches the process.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::ExitStatus,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use polis_mesh::pb::{self, Frame, frame::Kind, reply::Outcome};
+use tokio::{process::Child, sync::mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::{Code, Status};
+
+use super::{
+    link::{LinkReader, LinkWriter},
+    spawn,
+};
+use crate::manifest::Protocol;
+
+/// Calls in flight on one module before new ones are refused.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// How long a module that closed its stdout may take to exit before it is killed.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// One piece of an answer.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A streamed item; more follow.
+    Data(pb::Payload),
+    /// The end of the answer, with a final payload or none.
+    End(Option<pb::Payload>),
+}
+
+type Replies = mpsc::UnboundedSender<Result<Item, Status>>;
+
+/// A running module process and its link.
+pub(crate) struct Instance {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) pid: Option<u32>,
+    pub(crate) protocol: Protocol,
+    outbound: mpsc::Sender<Frame>,
+    // std Mutex: held only to insert or remove, never across an await.
+    pending: Mutex<HashMap<u64, Replies>>,
+    next_id: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    /// Set before a planned stop, so the exit is not counted as a crash.
+    stopping: AtomicBool,
+    /// Asks the driver to kill the process.
+    kill: CancellationToken,
+    /// Cancelled once the link is over and the process reaped.
+    closed: CancellationToken,
+    exit: OnceLock<Exit>,
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Exit {
+    /// For people: what happened, with the exit status and last log lines.
+    pub(crate) reason: String,
+    /// Whether it failed: a non-zero exit, a signal, or a broken link, not
+    /// at the router's request.
+    pub(crate) crashed: bool,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("name", &self.name).field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+/// What a link needs to run: the parts of a spawned, handshaken module.
+pub(crate) struct Parts {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) child: Child,
+    pub(crate) reader: LinkReader,
+    pub(crate) writer: LinkWriter,
+    pub(crate) log: PathBuf,
+}
+
+impl Instance {
+    /// Starts the writer and the driver of a handshaken module on `tracker`.
+    pub(crate) fn run(parts: Parts, tracker: &TaskTracker) -> Arc<Self> {
+        let (outbound, rx) = mpsc::channel(1024);
+        let instance = Arc::new(Self {
+            name: parts.name,
+            version: parts.version,
+            pid: parts.child.id(),
+            protocol: parts.protocol,
+            outbound,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            calls: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            kill: CancellationToken::new(),
+            closed: CancellationToken::new(),
+            exit: OnceLock::new(),
+        });
+        tracker.spawn(write_loop(parts.writer, rx, instance.closed.clone()));
+        tracker.spawn(drive(instance.clone(), parts.reader, parts.child, parts.log));
+        instance
+    }
+
+    /// Whether the link is over.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Waits until the link is over and the process reaped; then says how it ended.
+    pub(crate) async fn closed(&self) -> Exit {
+        self.closed.cancelled().await;
+        self.exit.get().cloned().expect("set before closing")
+    }
+
+    /// Sends a request; the answer arrives through the returned call.
+    /// Dropping the call before its end cancels the request in the module.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        method: String,
+        payload: pb::Payload,
+        timeout: Option<Duration>,
+        caller: String,
+    ) -> Result<PendingCall, Status> {
+        if let Some(exit) = self.exit.get() {
+            return Err(Status::unavailable(exit.reason.clone()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if pending.len() >= MAX_IN_FLIGHT {
+                return Err(Status::resource_exhausted(format!(
+                    "module {} has {MAX_IN_FLIGHT} calls in flight; try again later",
+                    self.name
+                )));
+            }
+            pending.insert(id, tx);
+        }
+        let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
+        let request = pb::Request { id, method, payload: Some(payload), caller, timeout_ms };
+        let call = PendingCall { instance: self.clone(), id, rx, done: false };
+        if self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }).is_err() {
+            return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(call)
+    }
+
+    /// Asks the module to exit; kills it after `grace`. Returns once reaped.
+    pub(crate) async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let grace_ms = grace.as_millis().min(u32::MAX as u128) as u32;
+        let _ = self.outbound.try_send(Frame { kind: Some(Kind::Shutdown(pb::Shutdown { grace_ms })) });
+        if tokio::time::timeout(grace, self.closed.cancelled()).await.is_err() {
+            tracing::warn!("module {} ignored Shutdown for {grace:?}; killing it", self.name);
+            self.kill.cancel();
+            self.closed.cancelled().await;
+        }
+    }
+
+    /// Routes a frame from the module to the call waiting for it.
+    fn dispatch(&self, frame: Frame) {
+        let Some(Kind::Reply(reply)) = frame.kind else {
+            tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name);
+            return;
+        };
+        let item = match reply.outcome {
+            Some(Outcome::Payload(p)) if reply.more => Ok(Item::Data(p)),
+            Some(Outcome::Payload(p)) => Ok(Item::End(Some(p))),
+            Some(Outcome::Error(e)) => {
+                let code = match Code::from(e.code) {
+                    Code::Ok => Code::Unknown,
+                    code => code,
+                };
+                Err(Status::new(code, e.message))
+            }
+            None if reply.more => return,
+            None => Ok(Item::End(None)),
+        };
+        let mut pending = self.pending.lock().expect("pending lock");
+        let sender = if matches!(item, Ok(Item::Data(_))) {
+            pending.get(&reply.id).cloned()
+        } else {
+            pending.remove(&reply.id)
+        };
+        // A reply to a call that was cancelled or timed out has nobody to go to.
+        if let Some(sender) = sender {
+            let _ = sender.send(item);
+        }
+    }
+
+    /// Ends the link: every call in flight fails with the reason.
+    fn close(&self, exit: Exit) {
+        let reason = exit.reason.clone();
+        let _ = self.exit.set(exit);
+        let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        for (_, sender) in pending {
+            let _ = sender.send(Err(Status::unavailable(reason.clone())));
+        }
+        self.closed.cancel();
+    }
+
+    fn forget(&self, id: u64) -> bool {
+        self.pending.lock().expect("pending lock").remove(&id).is_some()
+    }
+}
+
+/// A request in flight. Dropped before its end, it cancels the request.
+pub(crate) struct PendingCall {
+    instance: Arc<Instance>,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Result<Item, Status>>,
+    done: bool,
+}
+
+impl PendingCall {
+    /// The next piece of the answer; `None` after the end.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(item)) => {
+                self.done = !matches!(item, Ok(Item::Data(_)));
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                let reason = self.instance.exit.get().map_or_else(
+                    || format!("module {} dropped the call", self.instance.name),
+                    |e| e.reason.clone(),
+                );
+                Poll::Ready(Some(Err(Status::unavailable(reason))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The next piece of the answer; `None` after the end.
+    pub(crate) async fn next(&mut self) -> Option<Result<Item, Status>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.done && self.instance.forget(self.id) {
+            let cancel = Frame { kind: Some(Kind::Cancel(pb::Cancel { id: self.id })) };
+            let _ = self.instance.outbound.try_send(cancel);
+        }
+    }
+}
+
+async fn write_loop(mut writer: LinkWriter, mut rx: mpsc::Receiver<Frame>, closed: CancellationToken) {
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => frame,
+            () = closed.cancelled() => None,
+        };
+        let Some(frame) = frame else { break };
+        let last = matches!(frame.kind, Some(Kind::Shutdown(_)));
+        if writer.write(&frame).await.is_err() || last {
+            // The module's stdin closes when `writer` drops: after Shutdown,
+            // that is the JSON-RPC contract's end of input.
+            break;
+        }
+    }
+}
+
+/// Reads the module's frames until its link ends, then reaps it and fails
+/// whatever was still in flight.
+async fn drive(instance: Arc<Instance>, mut reader: LinkReader, mut child: Child, log: PathBuf) {
+    enum End {
+        Eof,
+        Broken(String),
+        Killed,
+    }
+    let end = loop {
+        tokio::select! {
+            read = reader.read() => match read {
+                Ok(Some(frame)) => instance.dispatch(frame),
+                Ok(None) => break End::Eof,
+                Err(e) => break End::Broken(e.to_string()),
+            },
+            () = instance.kill.cancelled() => break End::Killed,
+        }
+    };
+    if !matches!(end, End::Eof) {
+        let _ = child.start_kill();
+    }
+    let status = match tokio::time::timeout(EXIT_WAIT, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    let name = &instance.name;
+    let stopping = instance.stopping.load(Ordering::SeqCst);
+    let mut reason = match (&end, stopping) {
+        (End::Broken(why), _) => format!(
+            "module {name} broke its link ({why}); its stdout is for {} only, logs go to stderr",
+            match instance.protocol {
+                Protocol::Frames => "frames",
+                Protocol::JsonRpc => "JSON-RPC messages",
+            }
+        ),
+        (_, true) => format!("module {name} was stopped by the router"),
+        _ => format!("module {name} {}", describe(&status)),
+    };
+    let tail = spawn::log_tail(&log, 3);
+    if !tail.is_empty() && !stopping {
+        reason += &format!("; last stderr: {tail}");
+    }
+    let clean = matches!(end, End::Eof) && status.as_ref().is_ok_and(ExitStatus::success);
+    tracing::info!("{reason}");
+    instance.close(Exit { reason, crashed: !stopping && !clean });
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => {
+            #[cfg(unix)]
+            if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(s) {
+                return format!("was killed by signal {signal}");
+            }
+            match s.code() {
+                Some(code) => format!("exited with status {code}"),
+                None => "exited".into(),
+            }
+        }
+        Err(e) => format!("could not be waited for ({e})"),
+    }
+}

@@ -1,0 +1,89 @@
+//! A module's link: frames or JSON-RPC lines over its stdio, read and
+//! written as frames either way.
+
+use polis_mesh::{
+    codec::{FrameCodec, FrameError, FrameReader, FrameWriter},
+    pb::Frame,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    process::{ChildStdin, ChildStdout},
+};
+use tokio_stream::StreamExt;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+use super::jsonrpc;
+use crate::manifest::Protocol;
+
+/// The module side of a link went wrong; the link is over.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    JsonRpc(String),
+}
+
+pub(crate) enum LinkReader {
+    Frames(FrameReader<ChildStdout>),
+    JsonRpc(FramedRead<ChildStdout, LinesCodec>),
+}
+
+impl LinkReader {
+    pub(crate) fn new(protocol: Protocol, stdout: ChildStdout, max_frame_len: usize) -> Self {
+        match protocol {
+            Protocol::Frames => Self::Frames(FrameReader::new(stdout, FrameCodec::new(max_frame_len))),
+            Protocol::JsonRpc => {
+                Self::JsonRpc(FramedRead::new(stdout, LinesCodec::new_with_max_length(max_frame_len)))
+            }
+        }
+    }
+
+    /// The next frame from the module; `None` when it closed its stdout.
+    pub(crate) async fn read(&mut self) -> Result<Option<Frame>, LinkError> {
+        match self {
+            Self::Frames(r) => Ok(r.read_frame().await?),
+            Self::JsonRpc(lines) => loop {
+                let line = match lines.next().await {
+                    None => return Ok(None),
+                    Some(Ok(line)) => line,
+                    Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                        return Err(LinkError::JsonRpc("a line longer than the frame limit".into()));
+                    }
+                    Some(Err(LinesCodecError::Io(e))) => return Err(FrameError::Io(e).into()),
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match jsonrpc::decode(&line) {
+                    Ok(Some(frame)) => return Ok(Some(frame)),
+                    Ok(None) => continue,
+                    Err(why) => {
+                        let shown: String = line.chars().take(80).collect();
+                        return Err(LinkError::JsonRpc(format!("{why}: {shown:?}")));
+                    }
+                }
+            },
+        }
+    }
+}
+
+pub(crate) enum LinkWriter {
+    Frames(FrameWriter<ChildStdin>),
+    JsonRpc(ChildStdin),
+}
+
+impl LinkWriter {
+    pub(crate) async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        match self {
+            Self::Frames(w) => Ok(w.write_frame(frame).await?),
+            Self::JsonRpc(stdin) => {
+                if let Some(line) = jsonrpc::encode(frame) {
+                    stdin.write_all(&line).await.map_err(FrameError::Io)?;
+                    stdin.flush().await.map_err(FrameError::Io)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

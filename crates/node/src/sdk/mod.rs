@@ -1,0 +1,188 @@
+//! The module SDK: a polis module in a few lines of Rust.
+//!
+//! A module is a process the router spawns. It serves one service: the
+//! router hands it calls as frames on stdin (DESIGN.md §5) and reads the
+//! replies as frames on stdout. The SDK speaks that protocol; a module
+//! author only writes handlers.
+//!
+//! ```no_run
+//! use polis_node::sdk::{Call, Items, Module};
+//! use serde_json::json;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> std::process::ExitCode {
+//!     Module::new("echo", "0.1.0")
+//!         .method("ping", |_call: Call| async { Ok("pong") })
+//!         .method("echo", |call: Call| async move { Ok(call.params().clone()) })
+//!         .stream("count", |call: Call, items: Items| async move {
+//!             let n: u64 = call.param_or("n", 3)?;
+//!             for i in 0..n {
+//!                 items.send(json!(i)).await?;
+//!             }
+//!             Ok(())
+//!         })
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! # The frames link, module side
+//! - stdout carries frames only; log to stderr, which the router keeps.
+//! - The module sends `Hello` first and waits for `Welcome`, which carries
+//!   the manifest's `[config]` table ([`Call::config`]).
+//! - Every `Request` runs in its own task, so many are in flight at once;
+//!   replies are matched by id. Payloads are JSON.
+//! - A method answers one `Reply`; a stream sends one `Reply` with
+//!   `more: true` per item, the moment it is produced, then a final `Reply`
+//!   without outcome and with `more: false`.
+//! - `Cancel` drops the handler's future and nothing more is sent for it.
+//! - `Shutdown{grace_ms}` stops new requests and gives in-flight ones
+//!   `grace_ms` to finish; then [`Module::run`] returns.
+//! - When the router goes away (end of stdin), in-flight handlers are
+//!   dropped and [`Module::run`] returns.
+//!
+//! This module must not depend on the router: it speaks only the frames of
+//! `polis_mesh` and publishes its record with `polis_discovery`.
+
+#![warn(missing_docs)]
+
+mod call;
+mod link;
+
+use std::{collections::HashMap, fmt, future::Future, path::PathBuf, pin::Pin, process::ExitCode, sync::Arc};
+
+use bytes::Bytes;
+use polis_mesh::pb::Payload;
+use serde::Serialize;
+
+pub use call::{Call, Items, ModuleError};
+pub use link::LinkError;
+/// gRPC status codes, for [`ModuleError::new`].
+pub use tonic::Code;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A type-erased handler: the payload of a unary reply, or `None` after a
+/// stream's last item.
+type Handler = Arc<dyn Fn(Call, Items) -> BoxFuture<Result<Option<Payload>, ModuleError>> + Send + Sync>;
+
+/// A module: its name, version and methods, and the loop that serves them.
+///
+/// Build it with [`Module::new`], add handlers with [`Module::method`] and
+/// [`Module::stream`], then [`Module::run`] it. See the [module docs](self).
+pub struct Module {
+    name: String,
+    version: String,
+    methods: HashMap<String, Handler>,
+    /// The node id sent in `Hello`; a fresh one when unset.
+    node_id: Option<String>,
+    /// Where to publish the node record; nowhere when unset.
+    mesh_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut methods: Vec<_> = self.methods.keys().collect();
+        methods.sort();
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("methods", &methods)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// A module serving the service `name`, at semver `version`
+    /// (`env!("CARGO_PKG_VERSION")` is a good choice).
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            methods: HashMap::new(),
+            node_id: None,
+            mesh_dir: None,
+        }
+    }
+
+    /// Adds a unary method: `handler` answers a [`Call`] with one value,
+    /// sent as JSON, or with a [`ModuleError`]. A method added twice keeps
+    /// the last handler.
+    ///
+    /// ```
+    /// # use polis_node::sdk::{Call, Module, ModuleError};
+    /// Module::new("greeter", "0.1.0").method("hello", |call: Call| async move {
+    ///     let who: String = call.param("name")?;
+    ///     Ok::<_, ModuleError>(format!("hello, {who}"))
+    /// });
+    /// ```
+    pub fn method<F, Fut, T>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, ModuleError>> + Send + 'static,
+        T: Serialize,
+    {
+        let handler: Handler = Arc::new(move |call, _items| {
+            let reply = handler(call);
+            Box::pin(async move { json_payload(&reply.await?).map(Some) })
+        });
+        self.methods.insert(name.into(), handler);
+        self
+    }
+
+    /// Adds a streaming method: `handler` sends items with [`Items::send`]
+    /// and returns when the stream is complete (or fails). Each item reaches
+    /// the caller as soon as it is sent.
+    ///
+    /// ```
+    /// # use polis_node::sdk::{Call, Items, Module};
+    /// Module::new("ticker", "0.1.0").stream("ticks", |_call: Call, items: Items| async move {
+    ///     for tick in ["tick", "tock"] {
+    ///         items.send(tick).await?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn stream<F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Call, Items) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ModuleError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |call, items| {
+            let done = handler(call, items);
+            Box::pin(async move { done.await.map(|()| None) })
+        });
+        self.methods.insert(name.into(), handler);
+        self
+    }
+
+    /// Serves the router on stdin and stdout until it says `Shutdown` or
+    /// goes away, then returns [`ExitCode::SUCCESS`].
+    ///
+    /// Reads `POLIS_NODE_ID` (the id to announce) and `POLIS_MESH_DIR`
+    /// (where to publish the module's record), both set by the router.
+    /// A failure (a broken handshake, a malformed frame) is printed on
+    /// stderr and gives [`ExitCode::FAILURE`].
+    pub async fn run(mut self) -> ExitCode {
+        self.node_id = std::env::var("POLIS_NODE_ID").ok().filter(|id| !id.is_empty());
+        self.mesh_dir = std::env::var_os("POLIS_MESH_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
+        let name = self.name.clone();
+        match self.serve(link::stdin(), tokio::io::stdout()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{name}: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `value` as a JSON payload.
+fn json_payload(value: &impl Serialize) -> Result<Payload, ModuleError> {
+    let data = serde_json::to_vec(value)
+        .map_err(|err| ModuleError::internal(format!("cannot encode the reply as JSON: {err}")))?;
+    Ok(Payload { content_type: polis_mesh::JSON.to_owned(), data: Bytes::from(data) })
+}
+
+#[cfg(test)]
+mod tests;

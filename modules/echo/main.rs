@@ -1,0 +1,92 @@
+//! `polis-echo`: the example module, and the one the tests drive.
+//!
+//! Copy this file to start a module of your own. A module is an ordinary
+//! program: the router starts it when a call for its service arrives and
+//! talks to it over stdin and stdout. The SDK (`polis_node::sdk`) speaks
+//! that protocol; all a module does is name its methods and write one async
+//! function per method.
+//!
+//! Two rules to keep in mind:
+//! - stdout belongs to the SDK: never `println!`. Log with `eprintln!`; the
+//!   router keeps each module's stderr in its log.
+//! - Handlers run concurrently, each call in its own task, so they must be
+//!   `Send` and should not block the thread (use `tokio::time::sleep`, not
+//!   `std::thread::sleep`).
+//!
+//! Try it through the router: `polis call echo ping`.
+
+use std::{process::ExitCode, time::Duration};
+
+use polis_node::sdk::{Call, Items, Module, ModuleError};
+use serde_json::{Value, json};
+
+// A current-thread runtime is plenty: handlers wait, they do not compute.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // The service name must match `name` in module.toml; the version is the
+    // crate's, so it cannot drift from what was built.
+    Module::new("echo", env!("CARGO_PKG_VERSION"))
+        // A unary method answers once. Whatever it returns is sent as JSON.
+        .method("ping", |_call: Call| async { Ok("pong") })
+        // `call.params()` is the caller's JSON, `null` when it sent none.
+        .method("echo", |call: Call| async move { Ok(call.params().clone()) })
+        // A stream sends any number of items, then returns.
+        .stream("stream", stream)
+        .method("fail", fail)
+        .method("sleep", sleep)
+        .method("crash", |_call: Call| async {
+            eprintln!("echo: crashing on request");
+            // Leaves mid-call without answering: the router reports the
+            // exit status to the caller and restarts the module if its
+            // manifest says so.
+            std::process::exit(3);
+            #[allow(unreachable_code)]
+            Ok(())
+        })
+        // Serves until the router says Shutdown or goes away. Errors are
+        // printed on stderr and make the exit status non-zero.
+        .run()
+        .await
+}
+
+/// `stream {count, interval_ms}`: the numbers `0..count`, one every
+/// `interval_ms`, the first at once.
+async fn stream(call: Call, items: Items) -> Result<(), ModuleError> {
+    // `param_or` reads an optional named parameter; a wrong type is an
+    // INVALID_ARGUMENT error for the caller, and `?` sends it.
+    let count: u64 = call.param_or("count", 3)?;
+    let interval = Duration::from_millis(call.param_or("interval_ms", 0)?);
+    for i in 0..count {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        // Each item is written to the router at once, as a frame of its own,
+        // so the caller sees it now, not when the stream ends.
+        items.send(json!(i)).await?;
+    }
+    // Returning ends the stream. An `Err` here would end it with that error.
+    Ok(())
+}
+
+/// `fail {code, message}`: fails with that gRPC status code and message.
+async fn fail(call: Call) -> Result<Value, ModuleError> {
+    // `param` reads a required parameter: missing, it is an error too.
+    let code: i32 = call.param("code")?;
+    let message: String = call.param_or("message", "failed on request".to_owned())?;
+    // Any gRPC code works; `ModuleError::invalid_argument(..)` and friends
+    // name the common ones. The caller gets exactly this code and message.
+    Err(ModuleError::new(code, message))
+}
+
+/// `sleep {ms}`: waits `ms` milliseconds, then says so; stops early when
+/// the call is cancelled or its deadline passes.
+async fn sleep(call: Call) -> Result<Value, ModuleError> {
+    let ms: u64 = call.param("ms")?;
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "slept_ms": ms })),
+        // When the router sends Cancel the SDK drops this future anyway;
+        // `cancelled()` also fires at the caller's deadline, which is when
+        // an answer would be too late to matter.
+        () = call.cancelled() => Err(ModuleError::deadline_exceeded(format!("woken after less than {ms} ms"))),
+    }
+}

@@ -1,0 +1,115 @@
+//! `polis status`, `polis module …` and `polis stop`: the Admin service.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use polis_discovery::{Discovery, MeshDir};
+use polis_mesh::pb;
+use serde_json::json;
+
+use super::rpc;
+use crate::cli::ModuleCommand;
+
+pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
+    let mut admin = rpc::admin(mesh).await?;
+    let status = admin.status(pb::StatusRequest {}).await.map_err(|s| rpc::failure(&s))?.into_inner();
+    if json {
+        println!("{}", status_json(&status));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "router   pid {}, epoch {}, up {}, id {}",
+        status.pid,
+        status.epoch,
+        humantime::format_duration(Duration::from_secs(status.uptime_ms / 1000)),
+        status.router_id
+    );
+    println!("mesh     {}", status.mesh_dir);
+    if status.sessions.is_empty() {
+        println!("sessions none");
+    } else {
+        println!("sessions");
+        for s in &status.sessions {
+            println!("  {:<16} pid {:<8} since {}  {}", s.name, s.pid, s.since, s.node_id);
+        }
+    }
+    print_modules(&status.modules);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_modules(modules: &[pb::ModuleInfo]) {
+    if modules.is_empty() {
+        println!("modules  none found on the search path");
+        return;
+    }
+    println!(
+        "\n{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
+        "MODULE", "STATE", "PID", "VERSION", "PROTOCOL", "RESTARTS", "CALLS"
+    );
+    for m in modules {
+        let pid = if m.pid == 0 { "-".to_owned() } else { m.pid.to_string() };
+        println!(
+            "{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
+            m.name, m.state, pid, m.version, m.protocol, m.restarts, m.calls
+        );
+        if !m.last_error.is_empty() {
+            println!("  last error: {}", m.last_error);
+        }
+    }
+}
+
+fn module_json(m: &pb::ModuleInfo) -> serde_json::Value {
+    json!({
+        "name": m.name, "version": m.version, "state": m.state,
+        "pid": (m.pid != 0).then_some(m.pid), "restarts": m.restarts, "calls": m.calls,
+        "protocol": m.protocol, "manifest": m.manifest,
+        "last_error": (!m.last_error.is_empty()).then_some(&m.last_error),
+    })
+}
+
+fn status_json(s: &pb::StatusReply) -> serde_json::Value {
+    json!({
+        "router": {"id": s.router_id, "epoch": s.epoch, "pid": s.pid, "version": s.version, "uptime_ms": s.uptime_ms},
+        "mesh_dir": s.mesh_dir,
+        "sessions": s.sessions.iter().map(|x| json!({"node_id": x.node_id, "name": x.name, "pid": x.pid, "since": x.since})).collect::<Vec<_>>(),
+        "modules": s.modules.iter().map(module_json).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Result<ExitCode> {
+    let mut admin = rpc::admin(mesh).await?;
+    let info = match command {
+        ModuleCommand::List(args) => {
+            let list = admin.list_modules(pb::ListModulesRequest {}).await.map_err(|s| rpc::failure(&s))?;
+            let modules = list.into_inner().modules;
+            if args.json {
+                println!("{}", serde_json::Value::Array(modules.iter().map(module_json).collect()));
+            } else {
+                print_modules(&modules);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ModuleCommand::Load { name } => admin.load_module(pb::ModuleRequest { name }).await,
+        ModuleCommand::Unload { name } => admin.unload_module(pb::ModuleRequest { name }).await,
+        ModuleCommand::Reload { name } => admin.reload_module(pb::ModuleRequest { name }).await,
+    };
+    let m = info.map_err(|s| rpc::failure(&s))?.into_inner();
+    let pid = if m.pid == 0 { String::new() } else { format!(", pid {}", m.pid) };
+    println!("{} {}{pid}", m.name, m.state);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the router to stop, and waits until it has left office.
+pub(super) async fn stop(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
+    let router = mesh.current_router()?;
+    let mut admin = rpc::admin(mesh).await?;
+    admin.stop(pb::StopRequest {}).await.map_err(|s| rpc::failure(&s))?;
+    let Some(router) = router else { return Ok(ExitCode::SUCCESS) };
+    // Modules get their grace period first; a minute covers any sane one.
+    let watch = mesh.watch()?;
+    let gone =
+        watch.wait_for(Duration::from_secs(60), || Ok(mesh.is_live(&router.id)?.then_some(()).xor(Some(()))));
+    gone.await?.context("the router did not leave office within 60 s")?;
+    println!("router pid {} stopped", router.pid);
+    Ok(ExitCode::SUCCESS)
+}
