@@ -24,8 +24,11 @@ use serde_json::{Value, json};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // The service name must match `name` in module.toml; the version is the
-    // crate's, so it cannot drift from what was built.
-    Module::new("echo", env!("CARGO_PKG_VERSION"))
+    // crate's, so it cannot drift from what was built. The router says which
+    // service it started in POLIS_SERVICE: echo answers to any name, so tests
+    // can run it as several modules. A module of your own just names itself.
+    let name = std::env::var("POLIS_SERVICE").unwrap_or_else(|_| "echo".into());
+    Module::new(name, env!("CARGO_PKG_VERSION"))
         // A unary method answers once. Whatever it returns is sent as JSON.
         .method("ping", |_call: Call| async { Ok("pong") })
         // `call.params()` is the caller's JSON, `null` when it sent none.

@@ -16,7 +16,8 @@ use crate::cli::{Cli, Command};
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mesh = open_mesh(&cli)?;
-    let modules_path = cli.modules_path.as_deref();
+    let modules_path = cli.modules_path.as_deref().map(absolute_paths);
+    let modules_path = modules_path.as_deref();
     match cli.command {
         Command::Call(args) => call::run(&mesh, modules_path, args).await,
         Command::Ls(args) => ls::run(&mesh, args.json),
@@ -31,6 +32,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
     let path = cli.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
     MeshDir::open(&path).with_context(|| format!("cannot open the mesh at {}", path.display()))
+}
+
+/// `:`-separated paths made absolute, so that a router launched from here
+/// reads them the same wherever it runs.
+fn absolute_paths(paths: &str) -> String {
+    let absolute = std::env::split_paths(paths).map(|p| std::path::absolute(&p).unwrap_or(p));
+    std::env::join_paths(absolute).map_or_else(|_| paths.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
 /// Prints a warning for each record that could not be read.

@@ -3,5 +3,6 @@
 
 mod election;
 mod meshdir;
+mod modules;
 mod records;
 mod util;

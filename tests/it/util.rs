@@ -15,26 +15,93 @@ use polis_discovery::{Discovery, MeshDir, NodeRecord};
 
 pub(crate) const POLIS: &str = env!("CARGO_BIN_EXE_polis");
 
-/// A temp mesh directory, removed with everything under it on drop.
+pub(crate) const ECHO: &str = env!("CARGO_BIN_EXE_polis-echo");
+pub(crate) const COUNTER: &str = env!("CARGO_BIN_EXE_polis-counter");
+
+/// A temp mesh directory and a modules directory beside it. On drop, every
+/// process of the mesh still running is killed (and the test fails if the
+/// router was left running), then everything is removed.
 pub(crate) struct Mesh {
     // Short: socket paths must stay under 108 bytes.
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     pub(crate) dir: PathBuf,
+    pub(crate) modules: PathBuf,
 }
 
 impl Mesh {
     pub(crate) fn new() -> Self {
         let tmp = tempfile::Builder::new().prefix("pt").tempdir_in("/tmp").expect("temp dir");
         let dir = tmp.path().join("m");
-        Self { _tmp: tmp, dir }
+        let modules = tmp.path().join("mods");
+        std::fs::create_dir(&modules).expect("modules dir");
+        Self { tmp, dir, modules }
     }
 
-    /// A `polis` command aimed at this mesh.
+    /// The temp root holding the mesh and modules directories.
+    pub(crate) fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A `polis` command aimed at this mesh and its modules.
     pub(crate) fn polis(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(POLIS);
-        cmd.arg("--mesh-dir").arg(&self.dir).args(args).env_remove("POLIS_MESH_DIR");
+        cmd.arg("--mesh-dir").arg(&self.dir).arg("--modules-path").arg(&self.modules).args(args);
+        cmd.env_remove("POLIS_MESH_DIR").env_remove("POLIS_MODULES_PATH");
         cmd.stdin(Stdio::null());
         cmd
+    }
+
+    /// Writes `<modules>/<name>/module.toml` with `body` after the name and version.
+    pub(crate) fn manifest(&self, name: &str, body: &str) -> PathBuf {
+        let dir = self.modules.join(name);
+        std::fs::create_dir_all(&dir).expect("module dir");
+        let path = dir.join("module.toml");
+        std::fs::write(&path, format!("name = \"{name}\"\nversion = \"0.1.0\"\n{body}\n")).expect("manifest");
+        path
+    }
+
+    /// A module `name` served by a binary of this package (`ECHO`, `COUNTER`).
+    pub(crate) fn module(&self, name: &str, exec: &str, extra: &str) {
+        self.manifest(name, &format!("exec = {exec:?}\nprotocol = \"frames\"\n{extra}"));
+    }
+
+    /// A module `name` run by an executable script with `body`.
+    pub(crate) fn script_module(&self, name: &str, protocol: &str, body: &str, extra: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.manifest(name, &format!("exec = \"run\"\nprotocol = {protocol:?}\n{extra}"));
+        let exec = path.with_file_name("run");
+        std::fs::write(&exec, body).expect("script");
+        std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Pids of every process of this mesh: routers (named by `--mesh-dir`)
+    /// and modules (given `POLIS_MESH_DIR`).
+    pub(crate) fn processes(&self) -> Vec<u32> {
+        let dir = self.dir.display().to_string();
+        let env_line = format!("POLIS_MESH_DIR={dir}");
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
+            if is_zombie(&entry.path()) {
+                continue;
+            }
+            let cmdline = read("cmdline");
+            let environ = read("environ");
+            let has =
+                |bytes: &[u8], needle: &str| bytes.split(|b| *b == 0).any(|part| part == needle.as_bytes());
+            if has(&cmdline, &dir) || has(&environ, &env_line) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Waits until no process of the mesh is left.
+    pub(crate) fn wait_no_processes(&self, timeout: Duration) {
+        wait_until(timeout, &self.dir, "every process of the mesh to exit", || {
+            self.processes().is_empty().then_some(())
+        });
     }
 
     /// Runs `polis ARGS` to completion.
@@ -86,6 +153,22 @@ pub(crate) fn wait_until<T>(
             panic!("timed out after {timeout:?} waiting for {what}\n{}", listing(mesh));
         }
         std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn is_zombie(proc_dir: &Path) -> bool {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for pid in self.processes() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
 }
 

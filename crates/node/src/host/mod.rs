@@ -274,10 +274,11 @@ impl Host {
                 state.failed.is_none() && policy == RestartPolicy::Always
             }
         };
-        if restart_now && !self.closing.is_cancelled() {
-            if let Err(status) = self.instance(&entry.name).await {
-                tracing::warn!("restart of {} failed: {}", entry.name, status.message());
-            }
+        if restart_now
+            && !self.closing.is_cancelled()
+            && let Err(status) = self.instance(&entry.name).await
+        {
+            tracing::warn!("restart of {} failed: {}", entry.name, status.message());
         }
     }
 

@@ -112,7 +112,7 @@ pub async fn serve(term: Term, config: HostConfig, shutdown: CancellationToken) 
 
 /// Refuses peers of another uid: the socket's 0600 mode keeps them out,
 /// and this keeps them out should the mode ever be loosened.
-fn same_user(uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Copy {
+fn same_user(uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Copy {
     move |request: Request<()>| match request.extensions().get::<PeerInfo>().and_then(|p| p.uid) {
         Some(peer) if peer == uid => Ok(request),
         Some(peer) => Err(Status::permission_denied(format!(
