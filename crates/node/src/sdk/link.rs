@@ -387,22 +387,36 @@ async fn write_frames<W>(
 /// The module's stdin as a reader that does not hold the runtime open.
 ///
 /// `tokio::io::stdin` reads on a blocking thread that nothing can
-/// interrupt, so the runtime would hang on exit until the router wrote or
-/// closed the pipe. A pipe, which is what the router gives us, is read
-/// without blocking instead.
+/// interrupt, so the process would hang on exit until the router wrote or
+/// closed the pipe. A pipe or a socket, which is what a router gives, is
+/// read without blocking instead.
 pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        let pipe = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
-        if let Ok(pipe) = pipe {
-            return Box::new(pipe);
-        }
+    match nonblocking_stdin() {
+        Ok(Some(stdin)) => return stdin,
+        Ok(None) => {}
+        Err(err) => eprintln!("warning: reading stdin on a blocking thread: {err}"),
     }
     Box::new(tokio::io::stdin())
+}
+
+/// Stdin as a non-blocking pipe or socket; `None` when it is neither (a
+/// file or a terminal).
+#[cfg(unix)]
+fn nonblocking_stdin() -> std::io::Result<Option<Box<dyn AsyncRead + Unpin + Send>>> {
+    use std::os::{fd::AsFd, unix::fs::FileTypeExt};
+
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let kind = std::fs::File::from(fd.try_clone()?).metadata()?.file_type();
+    if kind.is_fifo() {
+        return Ok(Some(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?)));
+    }
+    if kind.is_socket() {
+        let socket = std::os::unix::net::UnixStream::from(fd);
+        socket.set_nonblocking(true)?;
+        return Ok(Some(Box::new(tokio::net::UnixStream::from_std(socket)?)));
+    }
+    Ok(None)
 }
 
 /// The name of a frame's kind, for messages.
