@@ -29,6 +29,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Call METHOD of SERVICE through the router, launching it if needed
     Call(CallArgs),
+    /// Be a frontend: hold a session and run calls read from stdin, one per line
+    Attach(AttachArgs),
     /// Print the live record serving NAME as JSON (`router` for the router)
     Resolve {
         /// A service name, or `router`
@@ -66,6 +68,19 @@ pub(crate) struct CallArgs {
     pub(crate) no_launch: bool,
 }
 
+/// Each stdin line is `SERVICE METHOD [JSON]`; each answer is one line of
+/// JSON on stdout, or `error: CODE: message`. The session (and so the router)
+/// lasts until stdin ends.
+#[derive(Debug, Args)]
+pub(crate) struct AttachArgs {
+    /// The frontend's name, as `polis status` shows it
+    #[arg(long, default_value = "polis-attach")]
+    pub(crate) name: String,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct JsonArg {
     /// Print JSON for scripts
@@ -84,6 +99,15 @@ pub(crate) struct RouterArgs {
     /// How long a module has to exit after Shutdown before it is killed
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     pub(crate) grace: Duration,
+    /// How long to stay with no session and no call before exiting
+    #[arg(long, value_name = "DURATION", default_value = "30s", env = "POLIS_LINGER", value_parser = humantime::parse_duration)]
+    pub(crate) linger: Duration,
+    /// How often frontends send keepalives
+    #[arg(long, value_name = "DURATION", default_value = "5s", env = "POLIS_KEEPALIVE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub(crate) keepalive_interval: Duration,
+    /// Drop a session silent for this long (a hung frontend)
+    #[arg(long, value_name = "DURATION", default_value = "15s", env = "POLIS_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub(crate) keepalive_timeout: Duration,
     /// The largest frame or payload, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polis_mesh::codec::DEFAULT_MAX_FRAME_LEN)]
     pub(crate) max_frame: usize,

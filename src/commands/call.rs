@@ -2,7 +2,6 @@
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
-use polis_client::Launcher;
 use polis_discovery::MeshDir;
 use polis_mesh::pb;
 
@@ -26,10 +25,7 @@ pub(super) async fn run(
         }
         None => Vec::new(),
     };
-    let launcher = (!args.no_launch).then(|| {
-        let polis = std::env::current_exe().unwrap_or_else(|_| "polis".into());
-        Launcher { modules_path: modules_path.map(str::to_owned), ..Launcher::new(polis) }
-    });
+    let launcher = (!args.no_launch).then(|| super::launcher(modules_path));
     let mut router = rpc::router(mesh, launcher.as_ref()).await?;
 
     let request = pb::CallRequest {

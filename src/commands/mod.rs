@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod attach;
 mod call;
 mod ls;
 mod resolve;
@@ -19,6 +20,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let modules_path = cli.modules_path.as_deref().map(absolute_paths);
     let modules_path = modules_path.as_deref();
     match cli.command {
+        Command::Attach(args) => attach::run(&mesh, modules_path, args).await,
         Command::Call(args) => call::run(&mesh, modules_path, args).await,
         Command::Ls(args) => ls::run(&mesh, args.json),
         Command::Resolve { name } => resolve::run(&mesh, &name),
@@ -26,6 +28,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
         Command::Module(command) => status::module(&mesh, command).await,
+    }
+}
+
+/// Launches `polis router` from this very executable.
+fn launcher(modules_path: Option<&str>) -> polis_client::Launcher {
+    let polis = std::env::current_exe().unwrap_or_else(|_| "polis".into());
+    polis_client::Launcher {
+        modules_path: modules_path.map(str::to_owned),
+        ..polis_client::Launcher::new(polis)
     }
 }
 

@@ -38,9 +38,15 @@ pub(super) async fn run(
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let mut config = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
-    config.grace = args.grace;
-    config.max_frame_len = args.max_frame;
+    let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
+    host.grace = args.grace;
+    host.max_frame_len = args.max_frame;
+    let sessions = polis_node::router::SessionConfig {
+        linger: args.linger,
+        keepalive_interval: args.keepalive_interval,
+        keepalive_timeout: args.keepalive_timeout,
+    };
+    let config = polis_node::router::RouterConfig { host, sessions };
     let served = polis_node::router::serve(term, config, shutdown).await;
     signals.abort();
     served?;

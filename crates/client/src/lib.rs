@@ -1,150 +1,25 @@
-//! The frontend API of polis: find the mesh's router through the mesh
-//! directory, launching one when none runs, and get a gRPC channel to it.
+//! The frontend API of polis: connect to the mesh's router (launching one
+//! when none runs), hold a session, call and stream, and re-attach by
+//! itself when the router changes.
 //!
-//! Launching follows DESIGN.md §7: take `spawn.lock`, look again, start
-//! `polis router --detach` with its output in `logs/router.log`, and wait
-//! for `router.json` by watching the directory (never a fixed sleep), with a
-//! deadline. Any number of frontends doing this at once end with one router.
+//! ```no_run
+//! # async fn demo() -> Result<(), polis_client::ClientError> {
+//! use polis_client::{Client, ClientOptions};
+//!
+//! let client = Client::connect(ClientOptions::new("my-editor")).await?;
+//! let pong = client.call_json("echo", "ping", &serde_json::Value::Null, None).await?;
+//! assert_eq!(pong, "pong");
+//! client.close().await;
+//! # Ok(()) }
+//! ```
 //!
 //! This crate must not depend on `polis-node`: a frontend needs the wire
-//! types and the directory, never the router's internals.
+//! types and the directory, never the router's internals. The Lua module
+//! for Neovim is a separate cdylib crate on top of this one, so that test
+//! binaries never link Lua.
 
-use std::{
-    fs::OpenOptions,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+mod client;
+mod connect;
 
-use polis_discovery::{Discovery, MeshDir, NodeRecord};
-use tonic::transport::Channel;
-
-/// Why no channel to a router could be had.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// No router runs and launching was not asked for.
-    #[error("no router is running in the mesh at {}; start one with `polis router`", mesh.display())]
-    NoRouter {
-        /// The mesh directory.
-        mesh: PathBuf,
-    },
-    /// A router was launched but did not come up.
-    #[error("could not launch a router: {reason}; see {}", log.display())]
-    Launch {
-        /// What went wrong.
-        reason: String,
-        /// The router's log.
-        log: PathBuf,
-    },
-    /// The router's record names an endpoint this client cannot use.
-    #[error("the router's endpoint {0:?} is not a unix: socket")]
-    Endpoint(String),
-    /// The router is published but does not answer.
-    #[error("cannot connect to the router at {}: {source}", path.display())]
-    Connect {
-        /// The socket.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: tonic::transport::Error,
-    },
-    /// The mesh directory failed.
-    #[error(transparent)]
-    Discovery(#[from] polis_discovery::Error),
-}
-
-/// How to start a router when none runs.
-#[derive(Debug, Clone)]
-pub struct Launcher {
-    /// The `polis` executable.
-    pub polis: PathBuf,
-    /// Passed on as `--modules-path`.
-    pub modules_path: Option<String>,
-    /// How long to wait for the new router to publish itself.
-    pub timeout: Duration,
-}
-
-impl Launcher {
-    /// A launcher running `polis`, waiting up to 10 s.
-    pub fn new(polis: impl Into<PathBuf>) -> Self {
-        Self { polis: polis.into(), modules_path: None, timeout: Duration::from_secs(10) }
-    }
-}
-
-/// A channel to the mesh's router, launching one with `launcher` if none runs.
-pub async fn connect(mesh: &MeshDir, launcher: Option<&Launcher>) -> Result<Channel, ConnectError> {
-    if let Some(router) = mesh.current_router()? {
-        return dial(&router).await;
-    }
-    let Some(launcher) = launcher else {
-        return Err(ConnectError::NoRouter { mesh: mesh.root().to_owned() });
-    };
-    let router = launch(mesh, launcher).await?;
-    dial(&router).await
-}
-
-/// A channel to the router that `record` describes.
-pub async fn dial(record: &NodeRecord) -> Result<Channel, ConnectError> {
-    let endpoint = record.endpoint.clone().unwrap_or_default();
-    let path = endpoint.strip_prefix("unix:").ok_or_else(|| ConnectError::Endpoint(endpoint.clone()))?;
-    polis_mesh::transport::connect_channel(Path::new(path))
-        .await
-        .map_err(|source| ConnectError::Connect { path: path.into(), source })
-}
-
-/// Starts a router unless another frontend already has, and returns its record.
-async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, ConnectError> {
-    let log = mesh.logs_dir().join("router.log");
-    let fail = |reason: String| ConnectError::Launch { reason, log: log.clone() };
-
-    // Only one frontend launches at a time; the others find its router on
-    // their second look.
-    let spawn_lock = mesh.spawn_lock();
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&spawn_lock)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("cannot take spawn.lock ({e})")))?;
-
-    let watch = mesh.watch()?;
-    if let Some(router) = mesh.current_router()? {
-        return Ok(router);
-    }
-
-    let out = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| fail(e.to_string()))?;
-    let err = out.try_clone().map_err(|e| fail(e.to_string()))?;
-    let mut cmd = tokio::process::Command::new(&launcher.polis);
-    cmd.arg("--mesh-dir").arg(mesh.root());
-    if let Some(paths) = &launcher.modules_path {
-        cmd.arg("--modules-path").arg(paths);
-    }
-    cmd.args(["router", "--detach"]).stdin(Stdio::null()).stdout(out).stderr(err);
-    let mut child =
-        cmd.spawn().map_err(|e| fail(format!("cannot run {} ({e})", launcher.polis.display())))?;
-    tracing::info!("launched router pid {:?}", child.id());
-
-    // Wait for the router to publish itself, or for our child to fail.
-    let published = watch.wait_for(launcher.timeout, || {
-        if let Some(router) = mesh.current_router()? {
-            return Ok(Some(Ok(router)));
-        }
-        match child.try_wait() {
-            Ok(Some(status)) if !status.success() => {
-                Ok(Some(Err(format!("the router exited at start with {status}"))))
-            }
-            _ => Ok(None),
-        }
-    });
-    let router = match published.await? {
-        Some(Ok(router)) => router,
-        Some(Err(reason)) => return Err(fail(reason)),
-        None => return Err(fail(format!("no router.json within {:?}", launcher.timeout))),
-    };
-    drop(lock);
-    Ok(router)
-}
+pub use client::{CallStream, Client, ClientError, ClientOptions};
+pub use connect::{ConnectError, Launcher, connect, dial};

@@ -6,10 +6,12 @@ use polis_mesh::pb::{self, admin_server::Admin};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::sessions::SessionTable;
 use crate::host::Host;
 
 pub(crate) struct AdminService {
     pub(crate) host: Arc<Host>,
+    pub(crate) sessions: Arc<SessionTable>,
     pub(crate) identity: pb::StatusReply,
     pub(crate) started: Instant,
     pub(crate) shutdown: CancellationToken,
@@ -21,6 +23,7 @@ impl Admin for AdminService {
         let mut reply = self.identity.clone();
         reply.uptime_ms = self.started.elapsed().as_millis() as u64;
         reply.modules = self.host.modules();
+        reply.sessions = self.sessions.list();
         Ok(Response::new(reply))
     }
 

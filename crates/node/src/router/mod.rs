@@ -9,6 +9,9 @@
 
 mod admin;
 mod service;
+mod sessions;
+
+pub use sessions::SessionConfig;
 
 use std::time::Duration;
 
@@ -24,17 +27,29 @@ use crate::{
     Error, Result,
     host::{Host, HostConfig, RouterIdentity},
 };
+use sessions::{Leases, SessionHub, SessionTable};
+
+/// How a router runs: its modules and its sessions.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The module host's settings.
+    pub host: HostConfig,
+    /// Linger and keepalives.
+    pub sessions: SessionConfig,
+}
 
 /// How long in-flight gRPC exchanges get to finish once the modules are down.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Serves as the router for the term held, until `shutdown` is cancelled
-/// (by the caller, or by `polis stop`).
+/// Serves as the router for the term held, until `shutdown` is cancelled (by
+/// the caller, by `polis stop`, or after lingering with no session and no
+/// call).
 ///
 /// Dead node records are collected on taking office. On return every module
 /// has been stopped and reaped, the router's files are gone, and the office
 /// is free for the next candidate.
-pub async fn serve(term: Term, config: HostConfig, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
+    let RouterConfig { host: config, sessions: session_config } = config;
     let mesh: MeshDir = term.mesh().clone();
     let collected = mesh.collect_dead()?;
     if !collected.is_empty() {
@@ -69,12 +84,26 @@ pub async fn serve(term: Term, config: HostConfig, shutdown: CancellationToken) 
         .build_v1()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
+    let leases = Leases::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let leaving = CancellationToken::new();
+    let hub = SessionHub {
+        config: session_config,
+        leases: leases.clone(),
+        table: std::sync::Arc::new(SessionTable::default()),
+        router_id: record.id.to_string(),
+        epoch: term.epoch(),
+        tracker: tasks.clone(),
+        leaving: leaving.clone(),
+    };
+
     let check = same_user(rustix::process::geteuid().as_raw());
-    let router_service = RouterServer::new(service::RouterService { host: host.clone() })
+    let router_service = RouterServer::new(service::RouterService { host: host.clone(), hub: hub.clone() })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let admin_service = AdminServer::new(admin::AdminService {
         host: host.clone(),
+        sessions: hub.table.clone(),
         identity,
         started: std::time::Instant::now(),
         shutdown: shutdown.clone(),
@@ -92,13 +121,20 @@ pub async fn serve(term: Term, config: HostConfig, shutdown: CancellationToken) 
     term.publish_router(&record)?;
     tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
     host.autostart();
+    tasks.spawn({
+        let (leases, shutdown) = (leases.clone(), shutdown.clone());
+        async move { leases.linger(session_config.linger, shutdown).await }
+    });
 
     shutdown.cancelled().await;
     tracing::info!(epoch = term.epoch(), "router leaving office");
     stop_accepting.cancel();
     term.withdraw_record();
+    leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
     host.shutdown().await;
+    tasks.close();
+    tasks.wait().await;
     let served = match tokio::time::timeout(DRAIN, server).await {
         Ok(Ok(served)) => served.map_err(Error::from),
         Ok(Err(join)) => Err(Error::Task(join.to_string())),

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::sessions::{Lease, SessionHub, SessionStream};
 use crate::host::{Host, Item, PendingCall};
 
 /// The deadline of a unary call that names none.
@@ -20,6 +21,7 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct RouterService {
     pub(crate) host: Arc<Host>,
+    pub(crate) hub: SessionHub,
 }
 
 impl RouterService {
@@ -68,6 +70,8 @@ impl Router for RouterService {
             ms => Duration::from_millis(ms),
         };
         let (service, method) = (req.service.clone(), req.method.clone());
+        // A call in flight keeps the router, as a session does.
+        let _lease = self.hub.leases.take();
         let answer = async {
             let mut call = self.start_call(req, Some(timeout)).await?;
             // A streaming method called as unary answers with its last piece.
@@ -93,6 +97,7 @@ impl Router for RouterService {
         let req = request.into_inner();
         let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
         let (service, method) = (req.service.clone(), req.method.clone());
+        let lease = self.hub.leases.take();
         let start = self.start_call(req, timeout);
         let call = match timeout {
             Some(t) => {
@@ -101,16 +106,16 @@ impl Router for RouterService {
             None => start.await?,
         };
         let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep_until(Instant::now() + t)), t));
-        Ok(Response::new(ReplyStream { call, deadline, service, method, finished: false }))
+        Ok(Response::new(ReplyStream { call, deadline, service, method, finished: false, _lease: lease }))
     }
 
-    type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionDown, Status>> + Send>>;
+    type SessionStream = SessionStream;
 
     async fn session(
         &self,
-        _: Request<Streaming<pb::SessionUp>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        Err(Status::unimplemented("sessions are not served by this router version yet"))
+        request: Request<Streaming<pb::SessionUp>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        Ok(Response::new(self.hub.open(request.into_inner()).await?))
     }
 
     type AttachModuleStream = Pin<Box<dyn Stream<Item = Result<pb::Frame, Status>> + Send>>;
@@ -133,6 +138,7 @@ pub(crate) struct ReplyStream {
     service: String,
     method: String,
     finished: bool,
+    _lease: Lease,
 }
 
 impl Stream for ReplyStream {

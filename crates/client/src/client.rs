@@ -1,0 +1,342 @@
+//! [`Client`]: a frontend's connection to its mesh.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use polis_discovery::{Discovery, MeshDir, NodeGuard, NodeRecord, Role};
+use polis_mesh::pb::{self, router_client::RouterClient, session_down, session_up};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, transport::Channel};
+
+use crate::connect::{self, ConnectError, Launcher};
+
+/// What can go wrong for a frontend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No router could be reached or launched.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The router or the module answered with an error.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Call(#[from] Status),
+    /// A payload was not JSON.
+    #[error("the reply is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The mesh directory failed.
+    #[error(transparent)]
+    Discovery(#[from] polis_discovery::Error),
+}
+
+impl ClientError {
+    /// The gRPC code: `Unavailable` when no router could be had.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ClientError::Call(status) => status.code(),
+            ClientError::Connect(_) => tonic::Code::Unavailable,
+            ClientError::Json(_) => tonic::Code::Internal,
+            ClientError::Discovery(_) => tonic::Code::FailedPrecondition,
+        }
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The frontend's name, shown by `polis status` and in its node record.
+    pub name: String,
+    /// The mesh directory; `None` picks it as `polis` does.
+    pub mesh_dir: Option<PathBuf>,
+    /// Launch a router with these settings when none runs; `None` fails instead.
+    pub launch: Option<Launcher>,
+}
+
+impl ClientOptions {
+    /// Options for a frontend called `name`, in the default mesh, launching
+    /// `$POLIS_BIN` (else `polis`) when no router runs.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), mesh_dir: None, launch: Some(Launcher::from_env()) }
+    }
+}
+
+/// A frontend's connection: a session that keeps the router alive, and calls.
+///
+/// When the router changes (it crashed and a standby took over, or it was
+/// restarted), the session re-attaches by itself, launching a router if none
+/// is left. A call in flight at that moment fails with `UNAVAILABLE`; later
+/// calls go to the new router.
+#[derive(Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+    session: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    mesh: MeshDir,
+    options: ClientOptions,
+    record: Mutex<NodeRecord>,
+    // std Mutex: swapped on re-attach, cloned by calls, never held across an await.
+    channel: Mutex<Channel>,
+    guard: NodeGuard,
+    closed: CancellationToken,
+}
+
+impl Client {
+    /// Connects to the mesh's router, launching one if allowed and needed,
+    /// opens a session and publishes this frontend's node record.
+    pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
+        let path = options.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
+        let mesh = MeshDir::open(path)?;
+        let (channel, router) = connect::connect_with_record(&mesh, options.launch.as_ref()).await?;
+        let mut record = NodeRecord::new(Role::Frontend, options.name.clone());
+        record.version = env!("CARGO_PKG_VERSION").to_owned();
+        record.router = Some(router.id);
+        let guard = mesh.publish(&record)?;
+        let shared = Arc::new(Shared {
+            mesh,
+            options,
+            record: Mutex::new(record),
+            channel: Mutex::new(channel),
+            guard,
+            closed: CancellationToken::new(),
+        });
+        // The first session is opened before returning, so that the router
+        // counts this frontend from the start.
+        let first = shared.open_session().await?;
+        let session = tokio::spawn(shared.clone().keep_session(first));
+        Ok(Client { shared, session: Some(session) })
+    }
+
+    /// The mesh directory this client is in.
+    pub fn mesh(&self) -> &MeshDir {
+        &self.shared.mesh
+    }
+
+    fn router(&self) -> RouterClient<Channel> {
+        RouterClient::new(self.shared.channel.lock().expect("channel lock").clone())
+    }
+
+    /// Calls `service.method` with a JSON payload; returns the reply's bytes.
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, ClientError> {
+        let reply = self.router().call(self.request(service, method, payload, timeout)).await?;
+        Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default())
+    }
+
+    /// Calls with JSON params and decodes the JSON reply.
+    pub async fn call_json(
+        &self,
+        service: &str,
+        method: &str,
+        params: &serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let data = self.call(service, method, serde_json::to_vec(params)?.into(), timeout).await?;
+        if data.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(serde_json::from_slice(&data)?)
+    }
+
+    /// Calls a streaming method; items arrive as the module sends them.
+    pub async fn call_stream(
+        &self,
+        service: &str,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<CallStream, ClientError> {
+        let request = self.request(service, method, serde_json::to_vec(params)?.into(), None);
+        let items = self.router().call_stream(request).await?.into_inner();
+        Ok(CallStream { items })
+    }
+
+    fn request(
+        &self,
+        service: &str,
+        method: &str,
+        data: Bytes,
+        timeout: Option<Duration>,
+    ) -> tonic::Request<pb::CallRequest> {
+        let caller = self.shared.record.lock().expect("record lock").id.to_string();
+        let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
+        let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data };
+        let call = pb::CallRequest {
+            service: service.into(),
+            method: method.into(),
+            payload: Some(payload),
+            timeout_ms,
+            caller,
+        };
+        let mut request = tonic::Request::new(call);
+        if let Some(t) = timeout {
+            // The router keeps the deadline; this guards against a router that hangs.
+            request.set_timeout(t + Duration::from_secs(1));
+        }
+        request
+    }
+
+    /// Says goodbye to the router and unpublishes this frontend.
+    pub async fn close(mut self) {
+        self.shared.closed.cancel();
+        if let Some(session) = self.session.take() {
+            let _ = session.await;
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Without close(), the session task still says goodbye if the runtime lives on.
+        self.shared.closed.cancel();
+    }
+}
+
+/// The items of a streaming call.
+#[derive(Debug)]
+pub struct CallStream {
+    items: tonic::Streaming<pb::CallReply>,
+}
+
+impl CallStream {
+    /// The next item; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<serde_json::Value, ClientError>> {
+        match self.items.message().await {
+            Ok(Some(reply)) => {
+                let data = reply.payload.map(|p| p.data).unwrap_or_default();
+                Some(serde_json::from_slice(&data).map_err(ClientError::from))
+            }
+            Ok(None) => None,
+            Err(status) => Some(Err(status.into())),
+        }
+    }
+}
+
+/// An open session: its upstream sender and its downstream replies.
+struct Session {
+    up: mpsc::Sender<pb::SessionUp>,
+    down: tonic::Streaming<pb::SessionDown>,
+    interval: Duration,
+}
+
+fn up(kind: session_up::Kind) -> pb::SessionUp {
+    pb::SessionUp { kind: Some(kind) }
+}
+
+impl Shared {
+    async fn open_session(&self) -> Result<Session, ClientError> {
+        let (tx, rx) = mpsc::channel(4);
+        let (node_id, name) = {
+            let record = self.record.lock().expect("record lock");
+            (record.id.to_string(), record.name.clone())
+        };
+        let hello = pb::SessionHello { node_id, name, pid: std::process::id() };
+        let _ = tx.send(up(session_up::Kind::Hello(hello))).await;
+        let channel = self.channel.lock().expect("channel lock").clone();
+        let mut down = RouterClient::new(channel).session(ReceiverStream::new(rx)).await?.into_inner();
+        let welcome = match down.message().await? {
+            Some(pb::SessionDown { kind: Some(session_down::Kind::Welcome(w)) }) => w,
+            _ => return Err(Status::unavailable("the router did not welcome the session").into()),
+        };
+        let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
+        tracing::debug!("session open with router {} (epoch {})", welcome.router_id, welcome.epoch);
+        Ok(Session { up: tx, down, interval })
+    }
+
+    /// Keeps a session open for the client's life, re-attaching whenever
+    /// the router goes away.
+    async fn keep_session(self: Arc<Self>, mut session: Session) {
+        loop {
+            if self.hold(&mut session).await {
+                return;
+            }
+            match self.reattach().await {
+                Some(next) => session = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Sends keepalives until the session ends; `true` when the client closed.
+    async fn hold(&self, session: &mut Session) -> bool {
+        let mut ticks = tokio::time::interval(session.interval);
+        let mut seq = 0;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    seq += 1;
+                    if session.up.send(up(session_up::Kind::Keepalive(pb::Keepalive { seq }))).await.is_err() {
+                        return false;
+                    }
+                }
+                message = session.down.message() => match message {
+                    Ok(Some(pb::SessionDown { kind: Some(session_down::Kind::Leaving(l)) })) => {
+                        tracing::info!("router leaving ({}); re-attaching", l.reason);
+                        return false;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return false,
+                },
+                () = self.closed.cancelled() => {
+                    let _ = session.up.send(up(session_up::Kind::Goodbye(pb::Goodbye {}))).await;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Finds (or launches) the next router and opens a session with it.
+    async fn reattach(&self) -> Option<Session> {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let attempt = async {
+                let (channel, router) =
+                    connect::connect_with_record(&self.mesh, self.options.launch.as_ref()).await?;
+                *self.channel.lock().expect("channel lock") = channel;
+                let record = {
+                    let mut record = self.record.lock().expect("record lock");
+                    record.router = Some(router.id);
+                    record.clone()
+                };
+                self.guard.update(&record)?;
+                self.open_session().await
+            };
+            tokio::select! {
+                () = self.closed.cancelled() => return None,
+                result = attempt => match result {
+                    Ok(session) => return Some(session),
+                    Err(e) => tracing::debug!("re-attach failed: {e}; retrying in {backoff:?}"),
+                }
+            }
+            tokio::select! {
+                () = self.closed.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `UNAVAILABLE`, `NOT_FOUND`…: the names the CLI prints too.
+fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut name = String::new();
+    for (i, c) in camel.char_indices() {
+        if c.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}

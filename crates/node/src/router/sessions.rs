@@ -1,0 +1,233 @@
+//! Frontend sessions, and the leases that keep the router alive.
+//!
+//! A [`Lease`] is held by every live session and every call in flight:
+//! taking one counts up, dropping it counts down, and nobody counts by hand.
+//! When the count is zero the router lingers, then leaves office; any new
+//! lease during the linger cancels the exit.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use polis_mesh::pb::{self, session_down, session_up};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::{Status, Streaming};
+
+/// How the router keeps sessions and when it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// How long the router stays with no session and no call, then exits.
+    pub linger: Duration,
+    /// How often frontends send a keepalive.
+    pub keepalive_interval: Duration,
+    /// A session silent this long is dropped (its frontend is hung).
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Counts what keeps the router alive.
+#[derive(Debug, Clone)]
+pub(crate) struct Leases {
+    count: Arc<watch::Sender<usize>>,
+}
+
+/// One reason for the router to stay; released on drop.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Leases {
+    pub(crate) fn new() -> Self {
+        Self { count: Arc::new(watch::Sender::new(0)) }
+    }
+
+    pub(crate) fn take(&self) -> Lease {
+        self.count.send_modify(|n| *n += 1);
+        Lease { count: self.count.clone() }
+    }
+
+    /// Cancels `shutdown` once there has been no lease for `linger`.
+    pub(crate) async fn linger(&self, linger: Duration, shutdown: CancellationToken) {
+        let mut count = self.count.subscribe();
+        loop {
+            if count.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {
+                    if *count.borrow() == 0 {
+                        tracing::info!("no sessions and no calls for {linger:?}; leaving");
+                        shutdown.cancel();
+                        return;
+                    }
+                }
+                // Someone came (and maybe went): start counting again.
+                _ = count.changed() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.count.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The live sessions, for `polis status`.
+#[derive(Debug, Default)]
+pub(crate) struct SessionTable {
+    // std Mutex: held only to insert, remove or copy.
+    sessions: Mutex<HashMap<u64, pb::SessionInfo>>,
+    next: Mutex<u64>,
+}
+
+impl SessionTable {
+    pub(crate) fn list(&self) -> Vec<pb::SessionInfo> {
+        let mut list: Vec<_> = self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        list.sort_by(|a, b| a.since.cmp(&b.since));
+        list
+    }
+
+    fn insert(&self, info: pb::SessionInfo) -> u64 {
+        let key = {
+            let mut next = self.next.lock().expect("sessions lock");
+            *next += 1;
+            *next
+        };
+        self.sessions.lock().expect("sessions lock").insert(key, info);
+        key
+    }
+
+    fn remove(&self, key: u64) {
+        self.sessions.lock().expect("sessions lock").remove(&key);
+    }
+}
+
+pub(crate) type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionDown, Status>> + Send>>;
+
+/// Everything a session needs from the router.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHub {
+    pub(crate) config: SessionConfig,
+    pub(crate) leases: Leases,
+    pub(crate) table: Arc<SessionTable>,
+    pub(crate) router_id: String,
+    pub(crate) epoch: u64,
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when the router starts leaving.
+    pub(crate) leaving: CancellationToken,
+}
+
+fn down(kind: session_down::Kind) -> Result<pb::SessionDown, Status> {
+    Ok(pb::SessionDown { kind: Some(kind) })
+}
+
+impl SessionHub {
+    /// Opens a session: waits for the hello, welcomes the frontend, and
+    /// holds a lease until the stream ends, a goodbye, or missed keepalives.
+    pub(crate) async fn open(&self, mut up: Streaming<pb::SessionUp>) -> Result<SessionStream, Status> {
+        let hello = match tokio::time::timeout(self.config.keepalive_timeout, up.message()).await {
+            Ok(Ok(Some(pb::SessionUp { kind: Some(session_up::Kind::Hello(hello)) }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("a session starts with a hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no session hello in time")),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = pb::SessionWelcome {
+            router_id: self.router_id.clone(),
+            epoch: self.epoch,
+            keepalive_interval_ms: self.config.keepalive_interval.as_millis() as u64,
+        };
+        let _ = tx.send(down(session_down::Kind::Welcome(welcome))).await;
+
+        let lease = self.leases.take();
+        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let name = if hello.name.is_empty() { "frontend".to_owned() } else { hello.name.clone() };
+        tracing::info!("session opened: {name} (pid {}, node {})", hello.pid, hello.node_id);
+        let key = self.table.insert(pb::SessionInfo {
+            node_id: hello.node_id,
+            name: name.clone(),
+            pid: hello.pid,
+            since,
+        });
+        let hub = self.clone();
+        self.tracker.spawn(async move {
+            let why = hub.serve(&mut up, &tx).await;
+            tracing::info!("session closed: {name} ({why})");
+            hub.table.remove(key);
+            drop(lease);
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Answers keepalives until the session ends; says why it ended.
+    async fn serve(
+        &self,
+        up: &mut Streaming<pb::SessionUp>,
+        tx: &mpsc::Sender<Result<pb::SessionDown, Status>>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                message = tokio::time::timeout(self.config.keepalive_timeout, up.message()) => match message {
+                    Ok(Ok(Some(pb::SessionUp { kind: Some(session_up::Kind::Keepalive(k)) }))) => {
+                        let _ = tx.send(down(session_down::Kind::Keepalive(k))).await;
+                    }
+                    Ok(Ok(Some(pb::SessionUp { kind: Some(session_up::Kind::Goodbye(_)) }))) => return "goodbye",
+                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(None)) | Ok(Err(_)) => return "the frontend went away",
+                    Err(_) => return "missed keepalives: the frontend is hung",
+                },
+                () = self.leaving.cancelled() => {
+                    let leaving = pb::RouterLeaving { handover: false, reason: "the router is stopping".into() };
+                    let _ = tx.send(down(session_down::Kind::Leaving(leaving))).await;
+                    return "the router is stopping";
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_router_leaves_after_lingering_with_no_lease() {
+        let leases = Leases::new();
+        let shutdown = CancellationToken::new();
+        let lease = leases.take();
+        let linger = tokio::spawn({
+            let (leases, shutdown) = (leases.clone(), shutdown.clone());
+            async move { leases.linger(Duration::from_secs(30), shutdown).await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!shutdown.is_cancelled(), "a lease keeps the router");
+
+        drop(lease);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let again = leases.take();
+        drop(again);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!shutdown.is_cancelled(), "a lease during the linger starts it over");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(shutdown.is_cancelled());
+        linger.await.unwrap();
+    }
+}
