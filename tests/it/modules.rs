@@ -424,6 +424,9 @@ fn a_deadline_or_a_departed_caller_cancels_the_request_in_the_module() {
     mesh.wait_router(WAIT);
     let cancels = mesh.modules.join("waiter/cancels");
     let count = || std::fs::read_to_string(&cancels).unwrap_or_default().lines().count();
+    // Loaded first: a deadline passing while Python starts would cancel a
+    // call that was never sent.
+    mesh.run(&["module", "load", "waiter"]).code(0);
 
     let started = Instant::now();
     let run = mesh.run(&["call", "--timeout", "300", "waiter", "wait"]);
