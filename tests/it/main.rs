@@ -2,7 +2,9 @@
 //! and sockets, each test in its own temp mesh directory.
 
 mod election;
+mod frontends;
 mod meshdir;
 mod modules;
 mod records;
+mod scripts;
 mod util;
