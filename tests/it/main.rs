@@ -6,5 +6,4 @@ mod frontends;
 mod meshdir;
 mod modules;
 mod records;
-mod scripts;
 mod util;
