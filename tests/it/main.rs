@@ -6,4 +6,5 @@ mod frontends;
 mod meshdir;
 mod modules;
 mod records;
+mod scripts;
 mod util;

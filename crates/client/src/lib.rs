@@ -13,10 +13,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate must not depend on `polis-node`: a frontend needs the wire
-//! types and the directory, never the router's internals. The Lua module
-//! for Neovim is a separate cdylib crate on top of this one, so that test
-//! binaries never link Lua.
+//! This crate sits above `polis-node` (DESIGN.md §3) but uses only the wire
+//! types and the directory for calls and sessions, never the router's
+//! internals. The Lua module for Neovim is a separate cdylib crate on top of
+//! this one, so that test binaries never link Lua.
 
 mod client;
 mod connect;

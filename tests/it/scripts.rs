@@ -1,0 +1,245 @@
+//! A Python script as a client: `examples/python/polis_call.py` finds the
+//! router through the mesh directory, checks its lock, generates its gRPC
+//! stubs from `proto/` and calls the router with grpcio (installed by
+//! `.ci/run`). Real processes: a `polis router` and `python3`.
+
+use std::{
+    io::Read,
+    path::PathBuf,
+    process::{Command, ExitStatus, Stdio},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::util::{ECHO, Mesh, Proc, listing};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/polis_call.py");
+
+const WAIT: Duration = Duration::from_secs(20);
+/// Python's start, protoc and the call; generous for a loaded CI machine.
+const SCRIPT_WAIT: Duration = Duration::from_secs(60);
+
+/// A mesh with the `echo` module, and its router running.
+fn mesh_with_router() -> (Mesh, Proc) {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "");
+    let router = mesh.spawn(&["router"]);
+    mesh.wait_router(WAIT);
+    (mesh, router)
+}
+
+/// `python3 polis_call.py ARGS`, with no mesh chosen by the environment.
+fn script_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(SCRIPT).args(args);
+    cmd.env_remove("POLIS_MESH_DIR").env_remove("POLIS_MESH").env_remove("XDG_RUNTIME_DIR");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `python3 polis_call.py --mesh-dir <mesh> ARGS`, run to completion.
+fn script(mesh: &Mesh, args: &[&str]) -> Script {
+    let mut cmd = script_command(&["--mesh-dir", mesh.dir.to_str().expect("UTF-8 mesh path")]);
+    cmd.args(args);
+    Script::run(cmd, mesh)
+}
+
+/// A finished run of the script: like `util::Run`, with a deadline.
+struct Script {
+    cmd: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    mesh: PathBuf,
+}
+
+impl Script {
+    /// Runs `cmd`, killing it (and failing) if it is not done within `SCRIPT_WAIT`.
+    fn run(mut cmd: Command, mesh: &Mesh) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let described = format!("{cmd:?}");
+        let mut child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot run {described} ({e}); is python3 installed?"));
+        let stdout = read_all(child.stdout.take().expect("piped stdout"));
+        let stderr = read_all(child.stderr.take().expect("piped stderr"));
+        let deadline = Instant::now() + SCRIPT_WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "timed out after {SCRIPT_WAIT:?} waiting for {described}\nstdout:\n{}\nstderr:\n{}\n{}",
+                    stdout.join().unwrap_or_default(),
+                    stderr.join().unwrap_or_default(),
+                    listing(&mesh.dir)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Self {
+            cmd: described,
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+            mesh: mesh.dir.clone(),
+        }
+    }
+
+    /// Asserts the exit code, and returns self for more checks.
+    fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.status.code(), Some(want), "unexpected exit status\n{self}");
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
+    }
+
+    /// The one line on stderr.
+    fn error_line(&self) -> &str {
+        let mut lines = self.stderr.lines();
+        let line = lines.next().unwrap_or_else(|| panic!("nothing on stderr\n{self}"));
+        assert_eq!(lines.next(), None, "more than one line on stderr\n{self}");
+        line
+    }
+}
+
+impl std::fmt::Display for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}\n{}",
+            self.cmd,
+            self.status,
+            self.stdout,
+            self.stderr,
+            listing(&self.mesh)
+        )
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[test]
+fn a_python_grpc_script_resolves_the_router_and_calls_echo() {
+    let (mesh, _router) = mesh_with_router();
+
+    let params = json!({"from": "python"});
+    let echoed = script(&mesh, &["echo", "echo", &params.to_string()]);
+    assert_eq!(echoed.code(0).json(), params, "{echoed}");
+
+    let ping = script(&mesh, &["echo", "ping"]);
+    assert_eq!(ping.code(0).json(), json!("pong"), "{ping}");
+
+    let missing = script(&mesh, &["nosuch", "ping"]);
+    missing.code(3);
+    assert!(missing.error_line().starts_with("error: NOT_FOUND: "), "{missing}");
+
+    let no_method = script(&mesh, &["echo", "nosuch"]);
+    no_method.code(3);
+    assert!(no_method.error_line().starts_with("error: NOT_FOUND: "), "{no_method}");
+}
+
+#[test]
+fn the_script_finds_the_mesh_as_polis_does() {
+    let (mesh, _router) = mesh_with_router();
+
+    // POLIS_MESH_DIR, when no --mesh-dir is given.
+    let mut cmd = script_command(&["echo", "ping"]);
+    cmd.env("POLIS_MESH_DIR", &mesh.dir);
+    let by_env = Script::run(cmd, &mesh);
+    assert_eq!(by_env.code(0).json(), json!("pong"), "{by_env}");
+
+    // $XDG_RUNTIME_DIR/polis/$POLIS_MESH otherwise.
+    let runtime = mesh.root().join("run");
+    std::fs::create_dir_all(runtime.join("polis")).expect("runtime dir");
+    std::os::unix::fs::symlink(&mesh.dir, runtime.join("polis").join("work")).expect("symlink");
+    let mut cmd = script_command(&["echo", "ping"]);
+    cmd.env("XDG_RUNTIME_DIR", &runtime).env("POLIS_MESH", "work");
+    let by_name = Script::run(cmd, &mesh);
+    assert_eq!(by_name.code(0).json(), json!("pong"), "{by_name}");
+}
+
+#[test]
+fn the_grpc_health_service_answers_serving() {
+    let (mesh, _router) = mesh_with_router();
+    let health = script(&mesh, &["--health"]);
+    assert_eq!(health.code(0).stdout.trim(), "SERVING", "{health}");
+}
+
+#[test]
+fn a_script_with_no_router_exits_4() {
+    let mesh = Mesh::new();
+    let run = script(&mesh, &["echo", "ping"]);
+    run.code(4);
+    let want = format!(
+        "error: no router is running in the mesh at {}; start one with polis router",
+        mesh.dir.display()
+    );
+    assert_eq!(run.error_line(), want, "{run}");
+    assert_eq!(run.stdout, "", "{run}");
+}
+
+#[test]
+fn a_script_ignores_the_record_of_a_killed_router() {
+    let (mesh, mut router) = mesh_with_router();
+    router.kill();
+    // SIGKILL leaves router.json behind; only its released lock says the router is gone.
+    assert!(mesh.dir.join("router.json").exists(), "router.json is left behind\n{}", listing(&mesh.dir));
+    let run = script(&mesh, &["echo", "ping"]);
+    run.code(4);
+    assert!(run.error_line().starts_with("error: no router is running in the mesh at "), "{run}");
+
+    let resolve = script(&mesh, &["--resolve", "router"]);
+    resolve.code(3);
+}
+
+#[test]
+fn a_script_streams_one_json_value_per_line() {
+    let (mesh, _router) = mesh_with_router();
+    let run = script(&mesh, &["--stream", "echo", "stream", r#"{"count":3,"interval_ms":10}"#]);
+    run.code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines, ["0", "1", "2"], "{run}");
+}
+
+#[test]
+fn the_script_resolves_names_like_polis_resolve() {
+    let (mesh, _router) = mesh_with_router();
+    let record = mesh.router().expect("a router is running");
+
+    let router = script(&mesh, &["--resolve", "router"]);
+    let found = router.code(0).json();
+    assert_eq!(found["id"], record.id.to_string(), "{router}");
+    assert_eq!(found["epoch"], json!(record.epoch), "{router}");
+    assert_eq!(found["endpoint"], json!(record.endpoint), "{router}");
+
+    // A module publishes its record once started: a call starts echo.
+    script(&mesh, &["echo", "ping"]).code(0);
+    let echo = script(&mesh, &["--resolve", "echo"]);
+    let found = echo.code(0).json();
+    assert_eq!(found["services"], json!(["echo"]), "{echo}");
+    assert_eq!(found["router"], record.id.to_string(), "{echo}");
+
+    let nobody = script(&mesh, &["--resolve", "nosuch"]);
+    nobody.code(3);
+    assert!(nobody.error_line().starts_with("error: no live node serves \"nosuch\""), "{nobody}");
+
+    // An unreadable record is skipped with a warning, never a crash.
+    std::fs::write(mesh.dir.join("nodes").join(format!("{}.json", uuid::Uuid::new_v4())), "{\"format\":1,")
+        .expect("write a broken record");
+    let skipped = script(&mesh, &["--resolve", "echo"]);
+    assert_eq!(skipped.code(0).json()["services"], json!(["echo"]), "{skipped}");
+    assert!(skipped.stderr.starts_with("warning: skipping "), "{skipped}");
+}
