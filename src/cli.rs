@@ -111,6 +111,14 @@ pub(crate) struct RouterArgs {
     /// The largest frame or payload, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polis_mesh::codec::DEFAULT_MAX_FRAME_LEN)]
     pub(crate) max_frame: usize,
+    #[command(subcommand)]
+    pub(crate) action: Option<RouterAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RouterAction {
+    /// Hand the mesh to a fresh router process, keeping modules and sessions
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]

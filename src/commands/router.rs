@@ -6,7 +6,7 @@ use anyhow::Context;
 use polis_discovery::{Campaign, Discovery, MeshDir, NodeRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RouterArgs;
+use crate::cli::{RouterAction, RouterArgs};
 
 /// How long a losing candidate waits for the winner to publish itself.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
@@ -16,6 +16,9 @@ pub(super) async fn run(
     modules_path: Option<&str>,
     args: &RouterArgs,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(RouterAction::Restart) = args.action {
+        return restart(&mesh).await;
+    }
     if args.detach {
         // A launched router must not die with the launching frontend's
         // terminal or session. Failing means we lead a session already.
@@ -46,7 +49,8 @@ pub(super) async fn run(
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
     };
-    let config = polis_node::router::RouterConfig { host, sessions };
+    let successor = successor(&mesh, modules_path, args);
+    let config = polis_node::router::RouterConfig { host, sessions, successor: Some(successor) };
     let served = polis_node::router::serve(term, config, shutdown).await;
     signals.abort();
     served?;
@@ -83,4 +87,61 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
+}
+
+/// The command line of a successor: this router's settings, standing by.
+fn successor(
+    mesh: &MeshDir,
+    modules_path: Option<&str>,
+    args: &RouterArgs,
+) -> (std::path::PathBuf, Vec<std::ffi::OsString>) {
+    let program = std::env::current_exe().unwrap_or_else(|_| "polis".into());
+    let mut argv: Vec<std::ffi::OsString> = vec!["--mesh-dir".into(), mesh.root().into()];
+    if let Some(paths) = modules_path {
+        argv.extend(["--modules-path".into(), paths.into()]);
+    }
+    let duration = |d: Duration| humantime::format_duration(d).to_string().into();
+    argv.extend([
+        "router".into(),
+        "--standby".into(),
+        "--detach".into(),
+        "--linger".into(),
+        duration(args.linger),
+        "--keepalive-interval".into(),
+        duration(args.keepalive_interval),
+        "--keepalive-timeout".into(),
+        duration(args.keepalive_timeout),
+        "--grace".into(),
+        duration(args.grace),
+        "--max-frame".into(),
+        args.max_frame.to_string().into(),
+    ]);
+    (program, argv)
+}
+
+/// `polis router restart`: asks the router for a planned handover, and
+/// waits for its successor to take office.
+async fn restart(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
+    let Some(old) = mesh.current_router()? else {
+        return Err(crate::exit::Failure::new(
+            crate::exit::UNAVAILABLE,
+            format!("no router is running in the mesh at {}", mesh.root().display()),
+        )
+        .into());
+    };
+    let watch = mesh.watch()?;
+    let mut admin = super::rpc::admin(mesh).await?;
+    let reply =
+        admin.restart(polis_mesh::pb::RestartRequest {}).await.map_err(|s| super::rpc::failure(&s))?;
+    let successor = reply.into_inner().successor_pid;
+    let epoch = old.epoch.unwrap_or(0) + 1;
+    let new = watch
+        .wait_for(Duration::from_secs(30), || Ok(mesh.current_router()?.filter(|r| r.epoch >= Some(epoch))))
+        .await?
+        .context("the successor did not take office within 30 s")?;
+    println!("router restarted: pid {} (was {}), epoch {}", new.pid, old.pid, new.epoch.unwrap_or(0));
+    if new.pid != successor {
+        tracing::warn!("another router ({}) took office, not the successor ({successor})", new.pid);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,8 @@ use polis_discovery::{Discovery, MeshDir, NodeRecord};
 
 pub(crate) const POLIS: &str = env!("CARGO_BIN_EXE_polis");
 
+static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub(crate) const ECHO: &str = env!("CARGO_BIN_EXE_polis-echo");
 pub(crate) const COUNTER: &str = env!("CARGO_BIN_EXE_polis-counter");
 
@@ -34,6 +36,13 @@ impl Mesh {
         let dir = tmp.path().join("m");
         let modules = tmp.path().join("mods");
         std::fs::create_dir(&modules).expect("modules dir");
+        Self { tmp, dir, modules }
+    }
+
+    /// A view of an existing mesh directory (for helper threads).
+    pub(crate) fn at(dir: PathBuf) -> Self {
+        let tmp = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").expect("temp dir");
+        let modules = tmp.path().join("mods");
         Self { tmp, dir, modules }
     }
 
@@ -111,13 +120,24 @@ impl Mesh {
         Run { cmd: format!("{cmd:?}"), output, mesh: self.dir.clone() }
     }
 
-    /// Starts `polis ARGS` in the background, killed on drop.
+    /// Starts `polis ARGS` in the background, killed on drop. Its stderr
+    /// goes to a file under the temp root (a pipe nobody reads could fill up
+    /// and block it), shown in failure listings.
     pub(crate) fn spawn(&self, args: &[&str]) -> Proc {
         let mut cmd = self.polis(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr_path = self.tmp.path().join(format!("spawn-{n}.log"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("spawn polis");
         let lines = forward_lines(child.stdout.take().expect("piped stdout"));
-        Proc { cmd: format!("{cmd:?}"), child: Some(child), lines, mesh: self.dir.clone() }
+        Proc {
+            cmd: format!("{cmd:?}"),
+            child: Some(child),
+            lines,
+            mesh: self.dir.clone(),
+            stderr: stderr_path,
+        }
     }
 
     /// The mesh as a library reader sees it.
@@ -219,6 +239,7 @@ pub(crate) struct Proc {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
     mesh: PathBuf,
+    stderr: PathBuf,
 }
 
 impl Proc {
@@ -260,12 +281,8 @@ impl Proc {
         let what = format!("{} to exit", self.cmd);
         let status = wait_until(timeout, &mesh, &what, || self.try_exit());
         // try_exit has reaped it.
-        let stderr_pipe = self.child.take().and_then(|mut c| c.stderr.take());
-        let mut stderr = String::new();
-        if let Some(mut e) = stderr_pipe {
-            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-        }
-        (status, stderr)
+        self.child = None;
+        (status, std::fs::read_to_string(&self.stderr).unwrap_or_default())
     }
 }
 
@@ -294,12 +311,18 @@ fn forward_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
 /// A listing of the mesh directory, for failure messages.
 pub(crate) fn listing(mesh: &Path) -> String {
     let mut out = format!("mesh directory {}:\n", mesh.display());
-    for sub in [mesh.to_owned(), mesh.join("nodes"), mesh.join("logs")] {
+    let root = mesh.parent().map(Path::to_owned).unwrap_or_default();
+    for sub in [mesh.to_owned(), mesh.join("nodes"), mesh.join("logs"), root] {
         let Ok(entries) = std::fs::read_dir(&sub) else { continue };
         for e in entries.flatten() {
             let path = e.path();
             let content = if path.extension().is_some_and(|x| x == "json" || x == "lock") {
                 std::fs::read_to_string(&path).unwrap_or_default()
+            } else if path.extension().is_some_and(|x| x == "log") {
+                // The tail of each log: what the router or module said last.
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!("\n    | {}", lines[lines.len().saturating_sub(15)..].join("\n    | "))
             } else {
                 String::new()
             };

@@ -46,6 +46,20 @@ impl ClientError {
     }
 }
 
+/// How to make one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Give up after this long (the router enforces it); `None` is the router's default.
+    pub timeout: Option<Duration>,
+    /// The call is safe to repeat (it has no effect, or carries its own
+    /// idempotency key): while the router changes, it is retried instead of
+    /// failing with `UNAVAILABLE`.
+    pub idempotent: bool,
+}
+
+/// How long an idempotent call keeps retrying when it names no timeout.
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -131,8 +145,38 @@ impl Client {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, ClientError> {
-        let reply = self.router().call(self.request(service, method, payload, timeout)).await?;
-        Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default())
+        self.call_with(service, method, payload, CallOptions { timeout, idempotent: false }).await
+    }
+
+    /// [`Client::call`] with [`CallOptions`]; an idempotent call is retried
+    /// while the router is unavailable, until its timeout.
+    pub async fn call_with(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, ClientError> {
+        let deadline = tokio::time::Instant::now() + options.timeout.unwrap_or(RETRY_WINDOW);
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            let left =
+                options.timeout.map(|_| deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let request = self.request(service, method, payload.clone(), left);
+            match self.router().call(request).await.map_err(from_transport) {
+                Ok(reply) => return Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default()),
+                Err(status)
+                    if options.idempotent
+                        && status.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::debug!("retrying {service}.{method}: {}", status.message());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(20));
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
     }
 
     /// Calls with JSON params and decodes the JSON reply.
@@ -143,7 +187,18 @@ impl Client {
         params: &serde_json::Value,
         timeout: Option<Duration>,
     ) -> Result<serde_json::Value, ClientError> {
-        let data = self.call(service, method, serde_json::to_vec(params)?.into(), timeout).await?;
+        self.call_json_with(service, method, params, CallOptions { timeout, idempotent: false }).await
+    }
+
+    /// [`Client::call_json`] with [`CallOptions`].
+    pub async fn call_json_with(
+        &self,
+        service: &str,
+        method: &str,
+        params: &serde_json::Value,
+        options: CallOptions,
+    ) -> Result<serde_json::Value, ClientError> {
+        let data = self.call_with(service, method, serde_json::to_vec(params)?.into(), options).await?;
         if data.is_empty() {
             return Ok(serde_json::Value::Null);
         }
@@ -158,7 +213,7 @@ impl Client {
         params: &serde_json::Value,
     ) -> Result<CallStream, ClientError> {
         let request = self.request(service, method, serde_json::to_vec(params)?.into(), None);
-        let items = self.router().call_stream(request).await?.into_inner();
+        let items = self.router().call_stream(request).await.map_err(from_transport)?.into_inner();
         Ok(CallStream { items })
     }
 
@@ -218,7 +273,7 @@ impl CallStream {
                 Some(serde_json::from_slice(&data).map_err(ClientError::from))
             }
             Ok(None) => None,
-            Err(status) => Some(Err(status.into())),
+            Err(status) => Some(Err(from_transport(status).into())),
         }
     }
 }
@@ -325,6 +380,20 @@ impl Shared {
             }
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+    }
+}
+
+/// A status made by the transport, not sent by the router (the connection
+/// broke mid-call, or nobody listens), is the router being unavailable:
+/// tonic reports some of these as `UNKNOWN`.
+fn from_transport(status: Status) -> Status {
+    let from_transport = std::error::Error::source(&status).is_some();
+    if from_transport
+        && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled)
+    {
+        Status::unavailable(format!("the router went away during the call ({})", status.message()))
+    } else {
+        status
     }
 }
 

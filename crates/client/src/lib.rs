@@ -21,5 +21,5 @@
 mod client;
 mod connect;
 
-pub use client::{CallStream, Client, ClientError, ClientOptions};
+pub use client::{CallOptions, CallStream, Client, ClientError, ClientOptions};
 pub use connect::{ConnectError, Launcher, connect, dial};

@@ -13,10 +13,12 @@ use std::{
     time::Duration,
 };
 
+use polis_discovery::{Discovery, MeshDir};
 use polis_mesh::pb::{self, Frame, frame::Kind, reply::Outcome};
 use tokio::{process::Child, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Code, Status};
+use uuid::Uuid;
 
 use super::{
     link::{LinkReader, LinkWriter},
@@ -46,6 +48,8 @@ pub(crate) struct Instance {
     pub(crate) name: String,
     pub(crate) version: String,
     pub(crate) pid: Option<u32>,
+    /// The module's node id, when it attached over the socket.
+    pub(crate) node_id: Option<Uuid>,
     pub(crate) protocol: Protocol,
     outbound: mpsc::Sender<Frame>,
     // std Mutex: held only to insert or remove, never across an await.
@@ -56,6 +60,9 @@ pub(crate) struct Instance {
     stopping: AtomicBool,
     /// Asks the driver to kill the process.
     kill: CancellationToken,
+    /// Asks the driver to let go of the module without stopping it (a
+    /// planned handover: the module re-attaches to the next router).
+    release: CancellationToken,
     /// Cancelled once the link is over and the process reaped.
     closed: CancellationToken,
     exit: OnceLock<Exit>,
@@ -77,15 +84,34 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-/// What a link needs to run: the parts of a spawned, handshaken module.
+/// What a link needs to run: the parts of a handshaken module.
 pub(crate) struct Parts {
     pub(crate) name: String,
     pub(crate) version: String,
     pub(crate) protocol: Protocol,
-    pub(crate) child: Child,
+    pub(crate) process: Process,
     pub(crate) reader: LinkReader,
     pub(crate) writer: LinkWriter,
     pub(crate) log: PathBuf,
+}
+
+/// The process behind a link.
+pub(crate) enum Process {
+    /// Spawned by this router: watched and reaped as its child.
+    Child(Child),
+    /// Attached over the socket (re-parented or self-loaded): not our child,
+    /// so it is watched through its node lock, and its pid is killed only
+    /// while that lock is still held, which proves the pid is still it.
+    Attached { pid: Option<u32>, node: Option<(MeshDir, Uuid)> },
+}
+
+impl Process {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Process::Child(child) => child.id(),
+            Process::Attached { pid, .. } => *pid,
+        }
+    }
 }
 
 impl Instance {
@@ -95,7 +121,11 @@ impl Instance {
         let instance = Arc::new(Self {
             name: parts.name,
             version: parts.version,
-            pid: parts.child.id(),
+            pid: parts.process.pid(),
+            node_id: match &parts.process {
+                Process::Attached { node, .. } => node.as_ref().map(|(_, id)| *id),
+                Process::Child(_) => None,
+            },
             protocol: parts.protocol,
             outbound,
             pending: Mutex::new(HashMap::new()),
@@ -103,11 +133,13 @@ impl Instance {
             calls: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             kill: CancellationToken::new(),
+            release: CancellationToken::new(),
             closed: CancellationToken::new(),
             exit: OnceLock::new(),
         });
-        tracker.spawn(write_loop(parts.writer, rx, instance.closed.clone()));
-        tracker.spawn(drive(instance.clone(), parts.reader, parts.child, parts.log));
+        let stop_writing = instance.closed.clone();
+        tracker.spawn(write_loop(parts.writer, rx, stop_writing, instance.release.clone()));
+        tracker.spawn(drive(instance.clone(), parts.reader, parts.process, parts.log));
         instance
     }
 
@@ -166,6 +198,14 @@ impl Instance {
             self.kill.cancel();
             self.closed.cancelled().await;
         }
+    }
+
+    /// Lets go of the module without stopping it: its link closes, its
+    /// calls fail, and it is free to re-attach to the next router.
+    pub(crate) async fn release(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.release.cancel();
+        self.closed.cancelled().await;
     }
 
     /// Routes a frame from the module to the call waiting for it.
@@ -261,11 +301,18 @@ impl Drop for PendingCall {
     }
 }
 
-async fn write_loop(mut writer: LinkWriter, mut rx: mpsc::Receiver<Frame>, closed: CancellationToken) {
+async fn write_loop(
+    mut writer: LinkWriter,
+    mut rx: mpsc::Receiver<Frame>,
+    closed: CancellationToken,
+    release: CancellationToken,
+) {
     loop {
         let frame = tokio::select! {
             frame = rx.recv() => frame,
             () = closed.cancelled() => None,
+            // Dropping the writer closes the module's input: its cue to re-attach.
+            () = release.cancelled() => None,
         };
         let Some(frame) = frame else { break };
         let last = matches!(frame.kind, Some(Kind::Shutdown(_)));
@@ -277,13 +324,15 @@ async fn write_loop(mut writer: LinkWriter, mut rx: mpsc::Receiver<Frame>, close
     }
 }
 
-/// Reads the module's frames until its link ends, then reaps it and fails
-/// whatever was still in flight.
-async fn drive(instance: Arc<Instance>, mut reader: LinkReader, mut child: Child, log: PathBuf) {
+/// Reads the module's frames until its link ends, then reaps it (or, if it
+/// is not our child, waits for its node lock) and fails whatever was still
+/// in flight.
+async fn drive(instance: Arc<Instance>, mut reader: LinkReader, process: Process, log: PathBuf) {
     enum End {
         Eof,
         Broken(String),
         Killed,
+        Released,
     }
     let end = loop {
         tokio::select! {
@@ -293,38 +342,75 @@ async fn drive(instance: Arc<Instance>, mut reader: LinkReader, mut child: Child
                 Err(e) => break End::Broken(e.to_string()),
             },
             () = instance.kill.cancelled() => break End::Killed,
-        }
-    };
-    if !matches!(end, End::Eof) {
-        let _ = child.start_kill();
-    }
-    let status = match tokio::time::timeout(EXIT_WAIT, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            let _ = child.start_kill();
-            child.wait().await
+            () = instance.release.cancelled() => break End::Released,
         }
     };
     let name = &instance.name;
     let stopping = instance.stopping.load(Ordering::SeqCst);
-    let mut reason = match (&end, stopping) {
-        (End::Broken(why), _) => format!(
+    let broken = |why: &str| {
+        format!(
             "module {name} broke its link ({why}); its stdout is for {} only, logs go to stderr",
             match instance.protocol {
                 Protocol::Frames => "frames",
                 Protocol::JsonRpc => "JSON-RPC messages",
             }
-        ),
-        (_, true) => format!("module {name} was stopped by the router"),
-        _ => format!("module {name} {}", describe(&status)),
+        )
+    };
+    let (mut reason, clean) = match process {
+        Process::Child(mut child) if matches!(end, End::Released) => {
+            // Not reaped here: it lives on, and outlives this router.
+            drop(child.stdout.take());
+            (format!("module {name} was handed over"), true)
+        }
+        Process::Child(mut child) => {
+            if !matches!(end, End::Eof) {
+                let _ = child.start_kill();
+            }
+            let status = match tokio::time::timeout(EXIT_WAIT, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let reason = match (&end, stopping) {
+                (End::Broken(why), _) => broken(why),
+                (_, true) => format!("module {name} was stopped by the router"),
+                _ => format!("module {name} {}", describe(&status)),
+            };
+            (reason, matches!(end, End::Eof) && status.as_ref().is_ok_and(ExitStatus::success))
+        }
+        Process::Attached { pid, node } => {
+            if matches!(end, End::Killed | End::Broken(_)) {
+                kill_attached(pid, node.as_ref());
+            }
+            let reason = match (&end, stopping) {
+                (End::Broken(why), _) => broken(why),
+                (End::Released, _) => format!("module {name} was handed over"),
+                (_, true) => format!("module {name} was stopped by the router"),
+                _ => format!("module {name} (attached, pid {}) disconnected", pid.unwrap_or(0)),
+            };
+            // Not our child: its end is not a crash to restart from.
+            (reason, true)
+        }
     };
     let tail = spawn::log_tail(&log, 3);
-    if !tail.is_empty() && !stopping {
+    if !tail.is_empty() && !stopping && !clean {
         reason += &format!("; last stderr: {tail}");
     }
-    let clean = matches!(end, End::Eof) && status.as_ref().is_ok_and(ExitStatus::success);
     tracing::info!("{reason}");
     instance.close(Exit { reason, crashed: !stopping && !clean });
+}
+
+/// Kills an attached module's process, but only while its node lock is held:
+/// a free lock means the process is gone and the pid may be someone else's.
+fn kill_attached(pid: Option<u32>, node: Option<&(MeshDir, Uuid)>) {
+    let (Some(pid), Some((mesh, id))) = (pid, node) else { return };
+    if mesh.is_live(id).unwrap_or(false)
+        && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }
 
 fn describe(status: &std::io::Result<ExitStatus>) -> String {

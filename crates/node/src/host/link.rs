@@ -20,13 +20,16 @@ use crate::manifest::Protocol;
 pub(crate) enum LinkError {
     #[error("{0}")]
     Frame(#[from] FrameError),
+    /// A JSON-RPC line that is not JSON-RPC, or an attach stream that failed.
     #[error("{0}")]
-    JsonRpc(String),
+    Protocol(String),
 }
 
 pub(crate) enum LinkReader {
     Frames(FrameReader<ChildStdout>),
     JsonRpc(FramedRead<ChildStdout, LinesCodec>),
+    /// A module attached over `Router.AttachModule`.
+    Attached(tonic::Streaming<Frame>),
 }
 
 impl LinkReader {
@@ -43,12 +46,24 @@ impl LinkReader {
     pub(crate) async fn read(&mut self) -> Result<Option<Frame>, LinkError> {
         match self {
             Self::Frames(r) => Ok(r.read_frame().await?),
+            Self::Attached(stream) => match stream.message().await {
+                Ok(frame) => Ok(frame),
+                // The module's process ended or dropped the stream: the link is over.
+                Err(status)
+                    if status.code() == tonic::Code::Cancelled || status.code() == tonic::Code::Unknown =>
+                {
+                    Ok(None)
+                }
+                Err(status) => {
+                    Err(LinkError::Protocol(format!("attach stream failed: {}", status.message())))
+                }
+            },
             Self::JsonRpc(lines) => loop {
                 let line = match lines.next().await {
                     None => return Ok(None),
                     Some(Ok(line)) => line,
                     Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                        return Err(LinkError::JsonRpc("a line longer than the frame limit".into()));
+                        return Err(LinkError::Protocol("a line longer than the frame limit".into()));
                     }
                     Some(Err(LinesCodecError::Io(e))) => return Err(FrameError::Io(e).into()),
                 };
@@ -60,7 +75,7 @@ impl LinkReader {
                     Ok(None) => continue,
                     Err(why) => {
                         let shown: String = line.chars().take(80).collect();
-                        return Err(LinkError::JsonRpc(format!("{why}: {shown:?}")));
+                        return Err(LinkError::Protocol(format!("{why}: {shown:?}")));
                     }
                 }
             },
@@ -71,12 +86,18 @@ impl LinkReader {
 pub(crate) enum LinkWriter {
     Frames(FrameWriter<ChildStdin>),
     JsonRpc(ChildStdin),
+    /// The response stream of `Router.AttachModule`.
+    Attached(tokio::sync::mpsc::Sender<Result<Frame, tonic::Status>>),
 }
 
 impl LinkWriter {
     pub(crate) async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
         match self {
             Self::Frames(w) => Ok(w.write_frame(frame).await?),
+            Self::Attached(tx) => tx
+                .send(Ok(frame.clone()))
+                .await
+                .map_err(|_| LinkError::Protocol("the attached module is gone".into())),
             Self::JsonRpc(stdin) => {
                 if let Some(line) = jsonrpc::encode(frame) {
                     stdin.write_all(&line).await.map_err(FrameError::Io)?;

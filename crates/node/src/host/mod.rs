@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polis_discovery::MeshDir;
+use polis_discovery::{Discovery, MeshDir};
 use polis_mesh::{
     PROTOCOL_VERSION,
     codec::{FrameCodec, FrameReader, FrameWriter},
@@ -30,7 +30,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Status;
 use uuid::Uuid;
 
-use instance::{Instance, Parts};
+use instance::{Instance, Parts, Process};
 pub(crate) use instance::{Item, PendingCall};
 use link::{LinkReader, LinkWriter};
 
@@ -47,6 +47,9 @@ pub struct HostConfig {
     pub grace: Duration,
     /// The largest frame, either way.
     pub max_frame_len: usize,
+    /// How long a lazy load waits for a module of the same name that
+    /// outlived its router to re-attach, before starting a new one.
+    pub reattach_wait: Duration,
     /// Crashes tolerated within `restart_window` before giving up.
     pub restart_budget: usize,
     /// The window the budget counts over.
@@ -61,6 +64,7 @@ impl HostConfig {
             handshake_timeout: Duration::from_secs(5),
             grace: Duration::from_secs(3),
             max_frame_len: polis_mesh::codec::DEFAULT_MAX_FRAME_LEN,
+            reattach_wait: Duration::from_secs(5),
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
         }
@@ -86,6 +90,8 @@ pub(crate) struct Host {
 
 struct Entry {
     name: String,
+    /// Woken when a module attaches under this name.
+    attached: tokio::sync::Notify,
     // Held across the await of a load: one load of a module at a time.
     load: tokio::sync::Mutex<()>,
     // std Mutex: never held across an await.
@@ -147,6 +153,7 @@ impl Host {
             .or_insert_with(|| {
                 Arc::new(Entry {
                     name: name.to_owned(),
+                    attached: tokio::sync::Notify::new(),
                     load: tokio::sync::Mutex::new(()),
                     state: Mutex::new(EntryState::default()),
                 })
@@ -180,6 +187,11 @@ impl Host {
             if let Some(failed) = entry.state.lock().expect("state lock").failed.clone() {
                 return Err(Status::unavailable(failed));
             }
+            // A module of this name that outlived its router is re-attaching:
+            // starting another would lose its state.
+            if let Some(live) = self.await_reattach(&entry).await {
+                return Ok(live);
+            }
             let order = self.config.modules_path.load_order(name).map_err(|e| lookup_status(&e))?;
             let (manifest, deps) = order.split_last().expect("load order ends with the module itself");
             for dep in deps {
@@ -207,6 +219,119 @@ impl Host {
             self.tracker.spawn(self.clone().supervise(entry.clone(), instance.clone()));
             Ok(instance)
         })
+    }
+
+    /// Waits (bounded) for a live module serving `entry`'s name that is
+    /// not linked here, to attach. Such a module outlived its router, or
+    /// lost its link to this one, and is on its way back with its state;
+    /// starting another would lose that. Called with no live instance.
+    async fn await_reattach(&self, entry: &Entry) -> Option<Arc<Instance>> {
+        let on_its_way = || -> bool {
+            let nodes = self.mesh.list().map(|l| l.nodes).unwrap_or_default();
+            nodes.iter().any(|n| n.role == polis_discovery::Role::Module && n.services.contains(&entry.name))
+        };
+        if !on_its_way() {
+            return None;
+        }
+        tracing::info!("waiting for module {} to re-attach", entry.name);
+        let deadline = tokio::time::Instant::now() + self.config.reattach_wait;
+        loop {
+            let attached = entry.attached.notified();
+            if let Some(live) = self.live(&entry.name) {
+                return Some(live);
+            }
+            // It may be exiting rather than coming back: look again now and then.
+            if !on_its_way() || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::select! {
+                () = attached => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Takes in a module attached over the socket: one that outlived its
+    /// router (`resumed`) or one that loaded itself. Answers the `Hello` with
+    /// `Welcome` and routes to the module until its stream ends.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        mut inbound: tonic::Streaming<Frame>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Frame, Status>>, Status> {
+        if self.closing.is_cancelled() {
+            return Err(Status::unavailable("the router is shutting down"));
+        }
+        let hello = match tokio::time::timeout(self.config.handshake_timeout, inbound.message()).await {
+            Ok(Ok(Some(Frame { kind: Some(Kind::Hello(hello)) }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("an attached module starts with Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello in time")),
+        };
+        crate::manifest::validate_name(&hello.name).map_err(Status::invalid_argument)?;
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "module {} speaks frame protocol {}, this router speaks {PROTOCOL_VERSION}",
+                hello.name, hello.protocol_version
+            )));
+        }
+        let manifest = self.config.modules_path.find(&hello.name).ok();
+        let config = manifest.as_ref().map_or(serde_json::Value::Null, |m| m.config.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let welcome = pb::Welcome {
+            router_id: self.router.id.to_string(),
+            epoch: self.router.epoch,
+            config_json: serde_json::to_vec(&config).unwrap_or_default().into(),
+        };
+        let _ = tx.send(Ok(Frame { kind: Some(Kind::Welcome(welcome)) })).await;
+
+        let node_id = Uuid::parse_str(&hello.node_id).ok();
+        let entry = self.entry(&hello.name);
+        // The same module attaching again means its previous link is gone,
+        // even if this side has not noticed yet: let go of that one.
+        let stale = {
+            let state = entry.state.lock().expect("state lock");
+            state.instance.clone().filter(|i| !i.is_closed() && node_id.is_some() && i.node_id == node_id)
+        };
+        if let Some(stale) = stale {
+            tracing::info!("module {} re-attached; dropping its previous link", hello.name);
+            stale.release().await;
+        }
+        let instance = {
+            let mut state = entry.state.lock().expect("state lock");
+            if let Some(live) = state.instance.as_ref().filter(|i| !i.is_closed()) {
+                return Err(Status::already_exists(format!(
+                    "module {} is already served here (pid {})",
+                    hello.name,
+                    live.pid.unwrap_or(0)
+                )));
+            }
+            let parts = Parts {
+                name: hello.name.clone(),
+                version: hello.version.clone(),
+                protocol: Protocol::Frames,
+                process: Process::Attached {
+                    pid: (hello.pid != 0).then_some(hello.pid),
+                    node: node_id.map(|id| (self.mesh.clone(), id)),
+                },
+                reader: LinkReader::Attached(inbound),
+                writer: LinkWriter::Attached(tx),
+                log: self.mesh.logs_dir().join(format!("{}.log", hello.name)),
+            };
+            let instance = Instance::run(parts, &self.tracker);
+            state.instance = Some(instance.clone());
+            state.manifest = manifest;
+            instance
+        };
+        tracing::info!(
+            "module {} attached (pid {}, {})",
+            hello.name,
+            hello.pid,
+            if hello.resumed { "re-parented" } else { "self-loaded" }
+        );
+        entry.attached.notify_waiters();
+        self.tracker.spawn(self.clone().supervise(entry.clone(), instance));
+        Ok(rx)
     }
 
     fn live(&self, name: &str) -> Option<Arc<Instance>> {
@@ -326,7 +451,7 @@ impl Host {
             name: manifest.name.clone(),
             version,
             protocol: manifest.protocol,
-            child,
+            process: Process::Child(child),
             reader,
             writer,
             log,
@@ -466,12 +591,29 @@ impl Host {
         info
     }
 
+    fn instances(&self) -> Vec<Arc<Instance>> {
+        let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
+        entries.iter().filter_map(|e| e.state.lock().expect("state lock").instance.clone()).collect()
+    }
+
+    /// For a planned handover: lets every module go without stopping it.
+    /// SDK modules re-attach to the next router; JSON-RPC modules exit when
+    /// their input closes and are loaded again on demand.
+    pub(crate) async fn release(&self) {
+        self.closing.cancel();
+        let mut releases = tokio::task::JoinSet::new();
+        for instance in self.instances() {
+            releases.spawn(async move { instance.release().await });
+        }
+        while releases.join_next().await.is_some() {}
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
     /// Stops every module: `Shutdown`, the grace period, then kill; reaps them all.
     pub(crate) async fn shutdown(&self) {
         self.closing.cancel();
-        let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
-        let instances: Vec<Arc<Instance>> =
-            entries.iter().filter_map(|e| e.state.lock().expect("state lock").instance.clone()).collect();
+        let instances = self.instances();
         // All at once: every module gets its Shutdown now and the same grace.
         let mut stops = tokio::task::JoinSet::new();
         for instance in instances {

@@ -20,9 +20,10 @@ pub(crate) struct SpawnEnv<'a> {
 /// `POLIS_MESH_DIR`, `POLIS_NODE_ID`, `POLIS_SERVICE`.
 ///
 /// The child gets a process group of its own, so that a Ctrl-C meant for a
-/// router in a terminal does not reach its modules before their `Shutdown`;
-/// and it is killed if its handle is dropped, so a module never outlives a
-/// router that forgot it.
+/// router in a terminal does not reach its modules before their `Shutdown`.
+/// It is not killed when its handle drops: a module may outlive this router
+/// and re-attach to the next (DESIGN.md §7, Handover), so every kill is an
+/// explicit decision of the instance's driver.
 pub(crate) fn spawn(manifest: &Manifest, env: &SpawnEnv<'_>) -> io::Result<Child> {
     let log = OpenOptions::new().create(true).append(true).open(env.log)?;
     let mut cmd = Command::new(&manifest.exec);
@@ -34,8 +35,7 @@ pub(crate) fn spawn(manifest: &Manifest, env: &SpawnEnv<'_>) -> io::Result<Child
         .env("POLIS_SERVICE", &manifest.name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
+        .stderr(Stdio::from(log));
     #[cfg(unix)]
     cmd.process_group(0);
     cmd.spawn()

@@ -15,6 +15,47 @@ pub(crate) struct AdminService {
     pub(crate) identity: pb::StatusReply,
     pub(crate) started: Instant,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled before `shutdown` when leaving for a successor.
+    pub(crate) handover: CancellationToken,
+    pub(crate) successor: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
+    pub(crate) log: std::path::PathBuf,
+}
+
+/// How long a successor has to stand by.
+const SUCCESSOR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AdminService {
+    /// Starts the successor and waits until it stands by on the lock.
+    async fn start_successor(&self) -> Result<u32, Status> {
+        use tokio::io::AsyncBufReadExt;
+        let Some((program, args)) = &self.successor else {
+            return Err(Status::failed_precondition("this router cannot start a successor"));
+        };
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log);
+        let log = log.map_err(|e| Status::internal(format!("cannot open {}: {e}", self.log.display())))?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                Status::internal(format!("cannot start a successor ({}): {e}", program.display()))
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        match tokio::time::timeout(SUCCESSOR_WAIT, lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.starts_with("standing by") => Ok(pid),
+            outcome => {
+                let _ = child.start_kill();
+                Err(Status::internal(format!(
+                    "the successor did not stand by ({outcome:?}); see {}",
+                    self.log.display()
+                )))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -60,6 +101,14 @@ impl Admin for AdminService {
             Err(s) => return Err(s),
         }
         Ok(Response::new(self.host.load(&name).await?))
+    }
+
+    async fn restart(&self, _: Request<pb::RestartRequest>) -> Result<Response<pb::RestartReply>, Status> {
+        let successor_pid = self.start_successor().await?;
+        tracing::info!("handing over to the successor, pid {successor_pid}");
+        self.handover.cancel();
+        self.shutdown.cancel();
+        Ok(Response::new(pb::RestartReply { successor_pid }))
     }
 
     async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::StopReply>, Status> {

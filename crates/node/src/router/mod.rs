@@ -36,6 +36,9 @@ pub struct RouterConfig {
     pub host: HostConfig,
     /// Linger and keepalives.
     pub sessions: SessionConfig,
+    /// The command that starts a successor standing by, for `polis router
+    /// restart`: a program and its arguments. `None` refuses restarts.
+    pub successor: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
 }
 
 /// How long in-flight gRPC exchanges get to finish once the modules are down:
@@ -51,7 +54,7 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// has been stopped and reaped, the router's files are gone, and the office
 /// is free for the next candidate.
 pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
-    let RouterConfig { host: config, sessions: session_config } = config;
+    let RouterConfig { host: config, sessions: session_config, successor } = config;
     let mesh: MeshDir = term.mesh().clone();
     let collected = mesh.collect_dead()?;
     if !collected.is_empty() {
@@ -86,6 +89,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         .build_v1()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
+    let handover = CancellationToken::new();
     let leases = Leases::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let leaving = CancellationToken::new();
@@ -97,6 +101,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         epoch: term.epoch(),
         tracker: tasks.clone(),
         leaving: leaving.clone(),
+        handover: handover.clone(),
     };
 
     let check = same_user(rustix::process::geteuid().as_raw());
@@ -109,6 +114,9 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         identity,
         started: std::time::Instant::now(),
         shutdown: shutdown.clone(),
+        handover: handover.clone(),
+        successor,
+        log: mesh.logs_dir().join("router.log"),
     });
     let stop_accepting = CancellationToken::new();
     let server = tonic::transport::Server::builder()
@@ -129,12 +137,18 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     });
 
     shutdown.cancelled().await;
-    tracing::info!(epoch = term.epoch(), "router leaving office");
+    let handing_over = handover.is_cancelled();
+    tracing::info!(epoch = term.epoch(), handing_over, "router leaving office");
     stop_accepting.cancel();
     term.withdraw_record();
     leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
-    host.shutdown().await;
+    if handing_over {
+        // The successor adopts the modules: they are let go, not stopped.
+        host.release().await;
+    } else {
+        host.shutdown().await;
+    }
     tasks.close();
     tasks.wait().await;
     let served = match tokio::time::timeout(DRAIN, server).await {

@@ -10,7 +10,7 @@ use std::{
 
 use polis_mesh::pb::{self, router_server::Router};
 use tokio::time::{Instant, Sleep};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::sessions::{Lease, SessionHub, SessionStream};
@@ -118,15 +118,14 @@ impl Router for RouterService {
         Ok(Response::new(self.hub.open(request.into_inner()).await?))
     }
 
-    type AttachModuleStream = Pin<Box<dyn Stream<Item = Result<pb::Frame, Status>> + Send>>;
+    type AttachModuleStream = ReceiverStream<Result<pb::Frame, Status>>;
 
     async fn attach_module(
         &self,
-        _: Request<Streaming<pb::Frame>>,
+        request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<Self::AttachModuleStream>, Status> {
-        Err(Status::unimplemented(
-            "attaching modules over the socket is not served by this router version yet",
-        ))
+        let frames = self.host.attach(request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(frames)))
     }
 }
 

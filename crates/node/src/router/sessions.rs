@@ -133,6 +133,8 @@ pub(crate) struct SessionHub {
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the router starts leaving.
     pub(crate) leaving: CancellationToken,
+    /// Cancelled (before `leaving`) when a successor takes over.
+    pub(crate) handover: CancellationToken,
 }
 
 fn down(kind: session_down::Kind) -> Result<pb::SessionDown, Status> {
@@ -195,9 +197,11 @@ impl SessionHub {
                     Err(_) => return "missed keepalives: the frontend is hung",
                 },
                 () = self.leaving.cancelled() => {
-                    let leaving = pb::RouterLeaving { handover: false, reason: "the router is stopping".into() };
+                    let handover = self.handover.is_cancelled();
+                    let reason = if handover { "the router is handing over to a successor" } else { "the router is stopping" };
+                    let leaving = pb::RouterLeaving { handover, reason: reason.into() };
                     let _ = tx.send(down(session_down::Kind::Leaving(leaving))).await;
-                    return "the router is stopping";
+                    return reason;
                 }
             }
         }

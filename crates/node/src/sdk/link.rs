@@ -7,16 +7,18 @@ use std::{
 };
 
 use polis_discovery::{Discovery, MeshDir, NodeGuard, NodeRecord, Role};
+use polis_mesh::pb::router_client::RouterClient;
 use polis_mesh::{
     codec::{FrameCodec, FrameError, FrameReader, FrameWriter},
     pb::{Frame, Hello, Payload, Request, frame::Kind},
 };
 use serde_json::Value;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, DuplexStream, ReadHalf, WriteHalf},
     sync::mpsc,
     time::Instant,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{
     sync::CancellationToken,
     task::{AbortOnDropHandle, TaskTracker},
@@ -47,6 +49,8 @@ pub enum LinkError {
 enum AfterLinkLoss {
     /// Stop serving: [`Module::run`] returns.
     Exit,
+    /// Serve the next router over this bridge.
+    Reattach(Bridge),
 }
 
 /// How one link ended.
@@ -59,9 +63,22 @@ enum End {
     Failed(FrameError),
 }
 
+/// How serving one link ended, for the loop over links.
+enum LinkEnd {
+    /// Done: `Shutdown` was served.
+    Done,
+    /// The router with this id went away.
+    Lost { router_id: String },
+}
+
+/// Handshakes failing in a row on re-attach before the module gives up.
+const REATTACH_TRIES: u32 = 5;
+
 impl Module {
     /// Serves one router over `reader` (frames from the router) and
-    /// `writer` (frames to it) until it says `Shutdown` or goes away.
+    /// `writer` (frames to it) until it says `Shutdown`. When the router goes
+    /// away instead, the module waits for the next one and re-attaches to it
+    /// over its socket, keeping its state, or returns if none comes.
     ///
     /// [`Module::run`] calls this with stdin and stdout; tests and other
     /// transports can pass any byte streams.
@@ -70,17 +87,74 @@ impl Module {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let mut record = None;
+        let end = self.serve_link(reader, writer, &node_id, false, &mut record).await?;
+        self.serve_after(end, &node_id, &mut record).await
+    }
+
+    /// Attaches to the mesh's router (see [`Module::attach`]) and serves it.
+    pub(super) async fn serve_attached(self) -> Result<(), LinkError> {
+        let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let mut record = None;
+        // No router was ours yet: any live router will do.
+        self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut record).await
+    }
+
+    /// The loop over links: after each loss, the next router.
+    async fn serve_after(
+        &self,
+        mut end: LinkEnd,
+        node_id: &str,
+        record: &mut Option<NodeGuard>,
+    ) -> Result<(), LinkError> {
+        let mut failures = 0;
+        loop {
+            let LinkEnd::Lost { router_id } = end else { return Ok(()) };
+            let mut bridge = match self.after_link_loss(&router_id).await {
+                AfterLinkLoss::Exit => return Ok(()),
+                AfterLinkLoss::Reattach(bridge) => bridge,
+            };
+            let (reader, writer) = bridge.take_module_side();
+            end = match self.serve_link(reader, writer, node_id, true, record).await {
+                Ok(end) => {
+                    failures = 0;
+                    end
+                }
+                Err(LinkError::Handshake(why)) if failures + 1 < REATTACH_TRIES => {
+                    failures += 1;
+                    eprintln!("{}: re-attach failed: {why}; trying again", self.name);
+                    LinkEnd::Lost { router_id }
+                }
+                Err(err) => return Err(err),
+            };
+            drop(bridge);
+        }
+    }
+
+    /// Handshakes and serves one link, publishing (or updating) the node record.
+    async fn serve_link<R, W>(
+        &self,
+        reader: R,
+        writer: W,
+        node_id: &str,
+        resumed: bool,
+        record: &mut Option<NodeGuard>,
+    ) -> Result<LinkEnd, LinkError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let codec = FrameCodec::default();
         let mut reader = FrameReader::new(reader, codec);
         let mut writer = FrameWriter::new(writer, codec);
-        let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
 
         let hello = Hello {
             name: self.name.clone(),
             version: self.version.clone(),
             protocol_version: polis_mesh::PROTOCOL_VERSION,
-            node_id: node_id.clone(),
-            resumed: false,
+            node_id: node_id.to_owned(),
+            resumed,
             pid: std::process::id(),
         };
         writer.write_frame(&Frame { kind: Some(Kind::Hello(hello)) }).await?;
@@ -97,31 +171,69 @@ impl Module {
             serde_json::from_slice(&welcome.config_json)
                 .map_err(|err| LinkError::Handshake(format!("the config in Welcome is not JSON: {err}")))?
         };
-        // Kept until we return: dropping it unpublishes the record.
-        let _record = self.publish(&node_id, &welcome.router_id);
+        // Kept across links: dropping it unpublishes the record.
+        match record {
+            Some(guard) => {
+                if let Some(updated) = self.record(node_id, &welcome.router_id) {
+                    let _ = guard.update(&updated);
+                }
+            }
+            None => *record = self.publish(node_id, &welcome.router_id),
+        }
 
-        let mut session = Session::start(self, writer, Arc::new(config));
+        let mut session = Session::start(self.clone(), writer, Arc::new(config));
         let end = session.serve(&mut reader).await;
         let result = match end {
             End::Shutdown(grace) => {
                 session.drain(&mut reader, grace).await;
-                Ok(())
+                Ok(LinkEnd::Done)
             }
-            End::Lost => match session.module.after_link_loss() {
-                AfterLinkLoss::Exit => Ok(()),
-            },
+            End::Lost => Ok(LinkEnd::Lost { router_id: welcome.router_id }),
             End::Failed(err) => Err(err.into()),
         };
         session.close().await;
         result
     }
 
-    /// Decides what to do when the router goes away without `Shutdown`.
-    ///
-    /// FIXME: wait for a new router, re-attach with `resumed: true` and
-    /// update the published record, instead of exiting.
-    fn after_link_loss(&self) -> AfterLinkLoss {
-        AfterLinkLoss::Exit
+    /// Decides what to do when the router goes away without `Shutdown`:
+    /// wait up to [`Module::reattach_wait`] for another live router in the
+    /// mesh, and attach to it. Without a mesh directory, or when none comes,
+    /// the module exits.
+    async fn after_link_loss(&self, old_router: &str) -> AfterLinkLoss {
+        let Some(dir) = &self.mesh_dir else { return AfterLinkLoss::Exit };
+        let Ok(mesh) = MeshDir::open(dir) else { return AfterLinkLoss::Exit };
+        let Ok(watch) = mesh.watch() else { return AfterLinkLoss::Exit };
+        let deadline = Instant::now() + self.reattach_wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = watch
+                .wait_for(left, || Ok(mesh.current_router()?.filter(|r| r.id.to_string() != old_router)))
+                .await;
+            let Ok(Some(router)) = next else {
+                eprintln!("{}: no router came within {:?}; exiting", self.name, self.reattach_wait);
+                return AfterLinkLoss::Exit;
+            };
+            match Bridge::connect(&router, self.name.clone()).await {
+                Ok(bridge) => return AfterLinkLoss::Reattach(bridge),
+                // It may not listen yet, or already be gone: look again.
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("{}: cannot reach router {}: {err}", self.name, router.id);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => return AfterLinkLoss::Exit,
+            }
+        }
+    }
+
+    /// This module's node record, attached to `router_id`.
+    fn record(&self, node_id: &str, router_id: &str) -> Option<NodeRecord> {
+        let id = Uuid::parse_str(node_id).ok()?;
+        let mut record = NodeRecord::new(Role::Module, self.name.clone());
+        record.id = id;
+        record.services = vec![self.name.clone()];
+        record.version = self.version.clone();
+        record.router = Uuid::parse_str(router_id).ok();
+        Some(record)
     }
 
     /// Publishes this module's node record when a mesh directory is set.
@@ -129,13 +241,9 @@ impl Module {
     fn publish(&self, node_id: &str, router_id: &str) -> Option<NodeGuard> {
         let dir = self.mesh_dir.as_ref()?;
         let published = (|| {
-            let id = Uuid::parse_str(node_id)
-                .map_err(|err| format!("node id {node_id:?} is not a UUID: {err}"))?;
-            let mut record = NodeRecord::new(Role::Module, self.name.clone());
-            record.id = id;
-            record.services = vec![self.name.clone()];
-            record.version = self.version.clone();
-            record.router = Uuid::parse_str(router_id).ok();
+            let record = self
+                .record(node_id, router_id)
+                .ok_or_else(|| format!("node id {node_id:?} is not a UUID"))?;
             let mesh = MeshDir::open(dir).map_err(|err| err.to_string())?;
             mesh.publish(&record).map_err(|err| err.to_string())
         })();
@@ -146,6 +254,69 @@ impl Module {
                 None
             }
         }
+    }
+}
+
+/// A link to a router over its socket (`Router.AttachModule`), presented as
+/// a byte stream of frames, so that the session code serves it exactly as
+/// it serves stdin and stdout.
+struct Bridge {
+    module_side: Option<DuplexStream>,
+    // Both directions stop when the bridge drops.
+    _up: AbortOnDropHandle<()>,
+    _down: AbortOnDropHandle<()>,
+}
+
+impl Bridge {
+    async fn connect(router: &NodeRecord, name: String) -> Result<Self, String> {
+        let endpoint = router.endpoint.clone().unwrap_or_default();
+        let path =
+            endpoint.strip_prefix("unix:").ok_or_else(|| format!("endpoint {endpoint:?} is not unix:"))?;
+        let channel = polis_mesh::transport::connect_channel(std::path::Path::new(path))
+            .await
+            .map_err(|err| err.to_string())?;
+        let (module_side, bridge_side) = tokio::io::duplex(256 * 1024);
+        let (from_module, to_module) = tokio::io::split(bridge_side);
+        let (out_tx, out_rx) = mpsc::channel::<Frame>(OUTBOX);
+
+        let up = async move {
+            let mut frames = FrameReader::new(from_module, FrameCodec::default());
+            while let Ok(Some(frame)) = frames.read_frame().await {
+                if out_tx.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let down = async move {
+            let mut client = RouterClient::new(channel);
+            let mut frames = FrameWriter::new(to_module, FrameCodec::default());
+            let response = match client.attach_module(ReceiverStream::new(out_rx)).await {
+                Ok(response) => response,
+                Err(status) => {
+                    eprintln!("{name}: the router refused to attach it: {}", status.message());
+                    let _ = frames.shutdown().await;
+                    return;
+                }
+            };
+            let mut inbound = response.into_inner();
+            while let Ok(Some(frame)) = inbound.message().await {
+                if frames.write_frame(&frame).await.is_err() {
+                    break;
+                }
+            }
+            // The module reads the end of its input: the link is lost. (Only
+            // dropping this half would not do: the other half keeps the pipe.)
+            let _ = frames.shutdown().await;
+        };
+        Ok(Self {
+            module_side: Some(module_side),
+            _up: AbortOnDropHandle::new(tokio::spawn(up)),
+            _down: AbortOnDropHandle::new(tokio::spawn(down)),
+        })
+    }
+
+    fn take_module_side(&mut self) -> (ReadHalf<DuplexStream>, WriteHalf<DuplexStream>) {
+        tokio::io::split(self.module_side.take().expect("taken once"))
     }
 }
 

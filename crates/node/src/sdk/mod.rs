@@ -49,7 +49,10 @@
 mod call;
 mod link;
 
-use std::{collections::HashMap, fmt, future::Future, path::PathBuf, pin::Pin, process::ExitCode, sync::Arc};
+use std::{
+    collections::HashMap, fmt, future::Future, path::PathBuf, pin::Pin, process::ExitCode, sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use polis_mesh::pb::Payload;
@@ -62,6 +65,9 @@ pub use tonic::Code;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// How long a module waits for a new router by default.
+const DEFAULT_REATTACH_WAIT: Duration = Duration::from_secs(5);
+
 /// A type-erased handler: the payload of a unary reply, or `None` after a
 /// stream's last item.
 type Handler = Arc<dyn Fn(Call, Items) -> BoxFuture<Result<Option<Payload>, ModuleError>> + Send + Sync>;
@@ -70,6 +76,7 @@ type Handler = Arc<dyn Fn(Call, Items) -> BoxFuture<Result<Option<Payload>, Modu
 ///
 /// Build it with [`Module::new`], add handlers with [`Module::method`] and
 /// [`Module::stream`], then [`Module::run`] it. See the [module docs](self).
+#[derive(Clone)]
 pub struct Module {
     name: String,
     version: String,
@@ -78,6 +85,8 @@ pub struct Module {
     node_id: Option<String>,
     /// Where to publish the node record; nowhere when unset.
     mesh_dir: Option<PathBuf>,
+    /// How long to wait for a new router after losing the link.
+    reattach_wait: Duration,
 }
 
 impl fmt::Debug for Module {
@@ -102,7 +111,16 @@ impl Module {
             methods: HashMap::new(),
             node_id: None,
             mesh_dir: None,
+            reattach_wait: DEFAULT_REATTACH_WAIT,
         }
+    }
+
+    /// How long the module waits for a new router when its router goes
+    /// away without `Shutdown` (default 5 s, or `POLIS_REATTACH_WAIT` in
+    /// milliseconds). It then re-attaches with its state, or exits.
+    pub fn reattach_wait(mut self, wait: Duration) -> Self {
+        self.reattach_wait = wait;
+        self
     }
 
     /// Adds a unary method: `handler` answers a [`Call`] with one value,
@@ -166,6 +184,7 @@ impl Module {
     pub async fn run(mut self) -> ExitCode {
         self.node_id = std::env::var("POLIS_NODE_ID").ok().filter(|id| !id.is_empty());
         self.mesh_dir = std::env::var_os("POLIS_MESH_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
+        self.read_reattach_wait();
         let name = self.name.clone();
         match self.serve(link::stdin(), tokio::io::stdout()).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +192,30 @@ impl Module {
                 eprintln!("{name}: {err}");
                 ExitCode::FAILURE
             }
+        }
+    }
+
+    /// Loads this running program into the mesh at `mesh_dir` as a module:
+    /// it attaches to the router over its socket (waiting for one as long as
+    /// [`Module::reattach_wait`]) and serves calls by name until the router
+    /// says `Shutdown`, or goes away and no other comes. A program that was
+    /// not started by a router uses this instead of [`Module::run`].
+    pub async fn attach(mut self, mesh_dir: impl Into<PathBuf>) -> ExitCode {
+        self.mesh_dir = Some(mesh_dir.into());
+        self.read_reattach_wait();
+        let name = self.name.clone();
+        match self.serve_attached().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{name}: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn read_reattach_wait(&mut self) {
+        if let Some(ms) = std::env::var("POLIS_REATTACH_WAIT").ok().and_then(|v| v.parse().ok()) {
+            self.reattach_wait = Duration::from_millis(ms);
         }
     }
 }

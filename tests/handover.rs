@@ -1,0 +1,240 @@
+//! Router handover: standbys, re-parented modules keeping their state, and
+//! frontends re-attaching, with real processes killed for real.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so
+//! the failover timings here are not measured while the rest of the suite
+//! competes for the CPUs.
+
+#[path = "it/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use polis_client::{CallOptions, Client, ClientOptions};
+use serde_json::json;
+
+use util::{COUNTER, ECHO, Mesh, Proc, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How many live processes hold `router.lock` right now, from the kernel's
+/// own table (blocked waiters, listed with `->`, do not count).
+///
+/// The table is taken in one `read`: the kernel builds each read under its
+/// lock, while several reads could tear across a change and show a holder
+/// and its successor together. A holder must also still be alive, since the
+/// sample is checked after it is taken.
+pub(crate) fn routers_in_office(mesh: &Mesh) -> usize {
+    use std::{io::Read, os::unix::fs::MetadataExt};
+    let Ok(meta) = std::fs::metadata(mesh.dir.join("router.lock")) else { return 0 };
+    let inode = format!(":{} ", meta.ino());
+    let mut buf = vec![0; 1 << 20];
+    let Ok(n) = std::fs::File::open("/proc/locks").and_then(|mut f| f.read(&mut buf)) else { return 0 };
+    let locks = String::from_utf8_lossy(&buf[..n]);
+    locks
+        .lines()
+        .filter(|l| l.contains("FLOCK") && !l.contains("->") && l.contains(&inode))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .count()
+}
+
+/// Samples [`routers_in_office`] until dropped; remembers the most seen.
+struct OfficeSampler {
+    stop: Arc<AtomicBool>,
+    most: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OfficeSampler {
+    fn start(mesh: &Mesh) -> Self {
+        let (stop, most) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let dir = mesh.dir.clone();
+        let thread = std::thread::spawn({
+            let (stop, most) = (stop.clone(), most.clone());
+            move || {
+                let probe = Mesh::at(dir);
+                while !stop.load(Ordering::Relaxed) {
+                    most.fetch_max(routers_in_office(&probe), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                std::mem::forget(probe);
+            }
+        });
+        Self { stop, most, thread: Some(thread) }
+    }
+
+    fn most(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.most.load(Ordering::Relaxed)
+    }
+}
+
+fn standby(mesh: &Mesh) -> Proc {
+    let mut standby = mesh.spawn(&["-v", "router", "--standby"]);
+    let line = standby.line(WAIT);
+    assert!(line.starts_with("standing by"), "{line}");
+    standby
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_router_kills_lose_no_state_and_no_frontend() {
+    const KILLS: usize = 50;
+    const FRONTENDS: usize = 4;
+    let mesh = Mesh::new();
+    mesh.module("counter", COUNTER, "");
+    let mut router = mesh.spawn(&["-v", "router"]);
+    let first = mesh.wait_router(WAIT);
+    let sampler = OfficeSampler::start(&mesh);
+
+    // Four frontends, each incrementing with idempotency keys, counting what succeeded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let successes = Arc::new(AtomicU64::new(0));
+    let mut frontends = Vec::new();
+    let mut last_success = Vec::new();
+    for f in 0..FRONTENDS {
+        let options = ClientOptions {
+            mesh_dir: Some(mesh.dir.clone()),
+            launch: None,
+            ..ClientOptions::new(format!("f{f}"))
+        };
+        let client = Client::connect(options).await.expect("connect");
+        let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+        last_success.push(last.clone());
+        let (stop, successes) = (stop.clone(), successes.clone());
+        frontends.push(tokio::spawn(async move {
+            let options = CallOptions { timeout: Some(Duration::from_secs(5)), idempotent: true };
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let params = json!({"key": format!("{f}-{n}")});
+                match client.call_json_with("counter", "incr", &params, options).await {
+                    Ok(_) => {
+                        successes.fetch_add(1, Ordering::Relaxed);
+                        *last.lock().unwrap() = Instant::now();
+                    }
+                    Err(e) => panic!("frontend {f}: incr {n} failed: {e}"),
+                }
+            }
+            client.close().await;
+        }));
+    }
+
+    let mut gaps = Vec::new();
+    let mut offices = Vec::new();
+    let mut epoch = first.epoch.unwrap();
+    let counter_pid = {
+        wait_until(WAIT, &mesh.dir, "a first increment", || {
+            (successes.load(Ordering::Relaxed) > 0).then_some(())
+        });
+        mesh.run(&["resolve", "counter"]).code(0).json()["pid"].as_u64().unwrap()
+    };
+    for _ in 0..KILLS {
+        let next = standby(&mesh);
+        let killed = Instant::now();
+        router.kill();
+        router = next;
+        epoch += 1;
+        wait_until(WAIT, &mesh.dir, "the standby to take office", || {
+            mesh.router().filter(|r| r.epoch == Some(epoch)).map(|_| ())
+        });
+        offices.push(killed.elapsed());
+        for last in &last_success {
+            let gap = wait_until(WAIT, &mesh.dir, "every frontend to succeed again", || {
+                let at = *last.lock().unwrap();
+                (at > killed).then(|| at - killed)
+            });
+            gaps.push(gap);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in frontends {
+        f.await.expect("a frontend failed");
+    }
+    let most = sampler.most();
+
+    gaps.sort();
+    offices.sort();
+    println!(
+        "the standby was in office (router.json published) after p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&offices, 0.5).as_secs_f64() * 1e3,
+        percentile(&offices, 0.99).as_secs_f64() * 1e3
+    );
+    let (p50, p99, max) = (percentile(&gaps, 0.5), percentile(&gaps, 0.99), *gaps.last().unwrap());
+    println!(
+        "{KILLS} router kills, {FRONTENDS} frontends: calls succeed again after p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert_eq!(most, 1, "never two routers in office at once");
+    let count = mesh.run(&["call", "--no-launch", "counter", "get"]).code(0).json();
+    let succeeded = successes.load(Ordering::Relaxed);
+    assert_eq!(
+        count,
+        json!(succeeded),
+        "the count equals the increments that succeeded\n{}",
+        util::listing(&mesh.dir)
+    );
+    let now = mesh.run(&["resolve", "counter"]).code(0).json();
+    assert_eq!(now["pid"].as_u64(), Some(counter_pid), "one counter process, re-parented {KILLS} times");
+    assert!(p99 < Duration::from_millis(100), "p99 gap {p99:?}");
+
+    mesh.run(&["stop"]).code(0);
+    drop(router);
+    mesh.wait_no_processes(WAIT);
+}
+
+#[test]
+fn jsonrpc_modules_are_loaded_again_by_the_next_router() {
+    let mesh = Mesh::new();
+    let pyecho = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("modules/pyecho/pyecho.py");
+    mesh.manifest("pyecho", &format!("exec = {:?}\nprotocol = \"jsonrpc\"", pyecho.display().to_string()));
+    let mut router = mesh.spawn(&["router"]);
+    mesh.wait_router(WAIT);
+    assert_eq!(mesh.run(&["call", "pyecho", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    let old_pid = mesh.run(&["status", "--json"]).json()["modules"][0]["pid"].as_u64().unwrap();
+    let _next = standby(&mesh);
+    router.kill();
+    wait_until(WAIT, &mesh.dir, "the old pyecho to exit with its stdin", || {
+        (!std::path::Path::new(&format!("/proc/{old_pid}")).exists()).then_some(())
+    });
+    wait_until(WAIT, &mesh.dir, "the standby in office", || mesh.router().filter(|r| r.epoch == Some(2)));
+    assert_eq!(mesh.run(&["call", "pyecho", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    let new_pid = mesh.run(&["status", "--json"]).json()["modules"][0]["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, old_pid, "a new process, loaded lazily");
+    mesh.run(&["stop"]).code(0);
+}
+
+#[test]
+fn an_sdk_module_waits_for_a_router_and_exits_when_none_comes() {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "[env]\nPOLIS_REATTACH_WAIT = \"300\"");
+    let mut router = mesh.spawn(&["router"]);
+    mesh.wait_router(WAIT);
+    mesh.run(&["call", "echo", "ping"]).code(0);
+    let pid = mesh.run(&["resolve", "echo"]).code(0).json()["pid"].as_u64().unwrap();
+    let killed = Instant::now();
+    router.kill();
+    wait_until(WAIT, &mesh.dir, "the orphaned echo to give up", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(killed.elapsed() >= Duration::from_millis(300), "it waited for a router first");
+    let log = std::fs::read_to_string(mesh.dir.join("logs/echo.log")).unwrap();
+    assert!(log.contains("no router came within 300ms"), "{log}");
+}
