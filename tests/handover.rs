@@ -31,9 +31,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// lock, while several reads could tear across a change and show a holder
 /// and its successor together. A holder must also still be alive, since the
 /// sample is checked after it is taken.
-pub(crate) fn routers_in_office(mesh: &Mesh) -> usize {
+fn routers_in_office(mesh_dir: &std::path::Path) -> usize {
     use std::{io::Read, os::unix::fs::MetadataExt};
-    let Ok(meta) = std::fs::metadata(mesh.dir.join("router.lock")) else { return 0 };
+    let Ok(meta) = std::fs::metadata(mesh_dir.join("router.lock")) else { return 0 };
     let inode = format!(":{} ", meta.ino());
     let mut buf = vec![0; 1 << 20];
     let Ok(n) = std::fs::File::open("/proc/locks").and_then(|mut f| f.read(&mut buf)) else { return 0 };
@@ -63,12 +63,10 @@ impl OfficeSampler {
         let thread = std::thread::spawn({
             let (stop, most) = (stop.clone(), most.clone());
             move || {
-                let probe = Mesh::at(dir);
                 while !stop.load(Ordering::Relaxed) {
-                    most.fetch_max(routers_in_office(&probe), Ordering::Relaxed);
+                    most.fetch_max(routers_in_office(&dir), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_micros(500));
                 }
-                std::mem::forget(probe);
             }
         });
         Self { stop, most, thread: Some(thread) }
@@ -137,19 +135,18 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
 
     let mut gaps = Vec::new();
     let mut offices = Vec::new();
-    let mut epoch = first.epoch.unwrap();
     let counter_pid = {
         wait_until(WAIT, &mesh.dir, "a first increment", || {
             (successes.load(Ordering::Relaxed) > 0).then_some(())
         });
         mesh.run(&["resolve", "counter"]).code(0).json()["pid"].as_u64().unwrap()
     };
-    for _ in 0..KILLS {
+    let first_epoch = first.epoch.unwrap();
+    for epoch in (first_epoch + 1..).take(KILLS) {
         let next = standby(&mesh);
         let killed = Instant::now();
         router.kill();
         router = next;
-        epoch += 1;
         wait_until(WAIT, &mesh.dir, "the standby to take office", || {
             mesh.router().filter(|r| r.epoch == Some(epoch)).map(|_| ())
         });

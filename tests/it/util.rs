@@ -39,13 +39,6 @@ impl Mesh {
         Self { tmp, dir, modules }
     }
 
-    /// A view of an existing mesh directory (for helper threads).
-    pub(crate) fn at(dir: PathBuf) -> Self {
-        let tmp = tempfile::Builder::new().prefix("pv").tempdir_in("/tmp").expect("temp dir");
-        let modules = tmp.path().join("mods");
-        Self { tmp, dir, modules }
-    }
-
     /// The temp root holding the mesh and modules directories.
     pub(crate) fn root(&self) -> &Path {
         self.tmp.path()
