@@ -158,7 +158,7 @@ impl Client {
         options: CallOptions,
     ) -> Result<Bytes, ClientError> {
         let deadline = tokio::time::Instant::now() + options.timeout.unwrap_or(RETRY_WINDOW);
-        let mut backoff = Duration::from_millis(2);
+        let mut backoff = Duration::from_millis(1);
         loop {
             let left =
                 options.timeout.map(|_| deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -172,7 +172,9 @@ impl Client {
                 {
                     tracing::debug!("retrying {service}.{method}: {}", status.message());
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(20));
+                    // Short: a failover takes milliseconds, and waiting
+                    // longer than it would only add to the caller's gap.
+                    backoff = (backoff * 2).min(Duration::from_millis(5));
                 }
                 Err(status) => return Err(status.into()),
             }

@@ -50,17 +50,12 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// the caller, by `polis stop`, or after lingering with no session and no
 /// call).
 ///
-/// Dead node records are collected on taking office. On return every module
+/// Dead node records are collected once the router is published. On return every module
 /// has been stopped and reaped, the router's files are gone, and the office
 /// is free for the next candidate.
 pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
     let RouterConfig { host: config, sessions: session_config, successor } = config;
     let mesh: MeshDir = term.mesh().clone();
-    let collected = mesh.collect_dead()?;
-    if !collected.is_empty() {
-        tracing::info!("collected {} dead node records", collected.len());
-    }
-
     term.remove_stale_socket()?;
     let socket = mesh.router_socket();
     let listener = transport::bind(&socket).map_err(|source| Error::Bind { path: socket.clone(), source })?;
@@ -130,6 +125,11 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     let node = mesh.publish(&record)?;
     term.publish_router(&record)?;
     tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
+    // After publishing: on a failover every millisecond before it counts.
+    let collected = mesh.collect_dead()?;
+    if !collected.is_empty() {
+        tracing::info!("collected {} dead node records", collected.len());
+    }
     host.autostart();
     tasks.spawn({
         let (leases, shutdown) = (leases.clone(), shutdown.clone());
