@@ -238,3 +238,146 @@ fn an_sdk_module_waits_for_a_router_and_exits_when_none_comes() {
     let log = std::fs::read_to_string(mesh.dir.join("logs/echo.log")).unwrap();
     assert!(log.contains("no router came within 300ms"), "{log}");
 }
+
+/// Polls `check` every millisecond without blocking the runtime, with a deadline.
+async fn wait_async<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Starts the echo binary by hand, loading itself into the mesh as `name`.
+fn self_loaded(mesh: &Mesh, name: &str) -> std::process::Child {
+    std::process::Command::new(ECHO)
+        .arg("--attach")
+        .arg(&mesh.dir)
+        .env("POLIS_SERVICE", name)
+        .env_remove("POLIS_MESH_DIR")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start echo by hand")
+}
+
+#[test]
+fn a_self_loaded_module_serves_by_name_until_it_leaves() {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.spawn(&["router"]);
+    mesh.wait_router(WAIT);
+
+    // No manifest: only the running program serves "hand".
+    let mut hand = self_loaded(&mesh, "hand");
+    wait_until(WAIT, &mesh.dir, "the self-loaded module to attach", || {
+        let record = mesh.run(&["resolve", "hand"]);
+        (record.output.status.code() == Some(0)).then_some(())
+    });
+    assert_eq!(mesh.run(&["call", "hand", "echo", r#"{"by":"hand"}"#]).code(0).json(), json!({"by": "hand"}));
+    let status = mesh.run(&["status", "--json"]).code(0).json();
+    let listed = status["modules"].as_array().unwrap().iter().find(|m| m["name"] == "hand").cloned().unwrap();
+    assert_eq!(
+        (listed["state"].as_str(), listed["pid"].as_u64()),
+        (Some("running"), Some(u64::from(hand.id())))
+    );
+    hand.kill().unwrap();
+    hand.wait().unwrap();
+    wait_until(WAIT, &mesh.dir, "the router to drop it", || {
+        let run = mesh.run(&["call", "hand", "ping"]);
+        (run.output.status.code() == Some(3)).then(|| assert!(run.stderr().contains("NOT_FOUND"), "{run}"))
+    });
+
+    // With a manifest, the service is loaded lazily again once it leaves.
+    let mut by_hand = self_loaded(&mesh, "echo");
+    let hand_pid = u64::from(by_hand.id());
+    wait_until(WAIT, &mesh.dir, "echo to attach", || {
+        let run = mesh.run(&["resolve", "echo"]);
+        (run.output.status.code() == Some(0) && run.json()["pid"].as_u64() == Some(hand_pid)).then_some(())
+    });
+    assert_eq!(mesh.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    by_hand.kill().unwrap();
+    by_hand.wait().unwrap();
+    assert_eq!(mesh.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    let pid = mesh.run(&["resolve", "echo"]).code(0).json()["pid"].as_u64().unwrap();
+    assert_ne!(pid, hand_pid, "loaded from the manifest");
+    mesh.run(&["stop"]).code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_office() {
+    let mesh = Mesh::new();
+    mesh.module("counter", COUNTER, "");
+    let _router = mesh.spawn(&["router"]);
+    let old = mesh.wait_router(WAIT);
+    let options =
+        ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new("load") };
+    let client = Arc::new(Client::connect(options).await.expect("connect"));
+    client.call_json("counter", "incr", &json!({"key": "first"}), None).await.unwrap();
+
+    // Calls started while the successor is in office are timed against it.
+    let in_office: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn({
+        let (client, in_office, stop, rounds) =
+            (client.clone(), in_office.clone(), stop.clone(), rounds.clone());
+        async move {
+            let (mut after, mut failed_after, mut incrs) = (0, Vec::new(), 1u64);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                // Keyed increments are retried through the handover; `get`s
+                // are not, so they show any call that fails.
+                let keyed = client
+                    .call_json_with(
+                        "counter",
+                        "incr",
+                        &json!({"key": n.to_string()}),
+                        CallOptions { timeout: Some(Duration::from_secs(5)), idempotent: true },
+                    )
+                    .await;
+                let plain = client.call_json("counter", "get", &json!(null), None).await;
+                incrs += u64::from(keyed.is_ok());
+                rounds.fetch_add(1, Ordering::Relaxed);
+                if in_office.lock().unwrap().is_some_and(|t| started > t) {
+                    after += 1;
+                    if let Err(e) = plain {
+                        failed_after.push(e.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (after, failed_after, incrs)
+        }
+    });
+    wait_async("calls under way", || (rounds.load(Ordering::Relaxed) >= 20).then_some(())).await;
+    let restart = tokio::task::spawn_blocking({
+        let polis = mesh.polis(&["router", "restart"]);
+        move || {
+            let mut polis = polis;
+            polis.output().unwrap()
+        }
+    });
+    let new = wait_async("the successor in office", || mesh.router().filter(|r| r.id != old.id)).await;
+    *in_office.lock().unwrap() = Some(Instant::now());
+    let restart = restart.await.unwrap();
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    assert_eq!(new.epoch, Some(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (after, failed_after, incrs) = load.await.unwrap();
+    assert!(after > 50, "calls ran after the handover: {after}");
+    assert!(
+        failed_after.is_empty(),
+        "{} of {after} calls failed after the successor took office: {failed_after:?}",
+        failed_after.len()
+    );
+    let count = client.call_json("counter", "get", &json!(null), None).await.unwrap();
+    assert_eq!(count, json!(incrs), "the counter kept its state");
+    Arc::try_unwrap(client).unwrap().close().await;
+    mesh.run(&["stop"]).code(0);
+}

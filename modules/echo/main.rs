@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
     // service it started in POLIS_SERVICE: echo answers to any name, so tests
     // can run it as several modules. A module of your own just names itself.
     let name = std::env::var("POLIS_SERVICE").unwrap_or_else(|_| "echo".into());
-    Module::new(name, env!("CARGO_PKG_VERSION"))
+    let module = Module::new(name, env!("CARGO_PKG_VERSION"))
         // A unary method answers once. Whatever it returns is sent as JSON.
         .method("ping", |_call: Call| async { Ok("pong") })
         // `call.params()` is the caller's JSON, `null` when it sent none.
@@ -45,11 +45,17 @@ async fn main() -> ExitCode {
             std::process::exit(3);
             #[allow(unreachable_code)]
             Ok(())
-        })
-        // Serves until the router says Shutdown or goes away. Errors are
-        // printed on stderr and make the exit status non-zero.
-        .run()
-        .await
+        });
+    // Started by a router, a module serves it on stdin and stdout until it
+    // says Shutdown. Started by hand with `--attach MESH_DIR`, it loads
+    // itself into that mesh over the router's socket instead, and serves
+    // calls by name until it exits. Either way errors are printed on stderr
+    // and make the exit status non-zero.
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (Some("--attach"), Some(mesh_dir)) => module.attach(mesh_dir).await,
+        _ => module.run().await,
+    }
 }
 
 /// `stream {count, interval_ms}`: the numbers `0..count`, one every
