@@ -79,6 +79,10 @@ pub(crate) struct AttachArgs {
     /// Fail (exit 4) instead of launching a router when none runs
     #[arg(long)]
     pub(crate) no_launch: bool,
+    /// Host the router in this process when none runs; when it leaves, the
+    /// modules move on to the next router (hosted by another such frontend)
+    #[arg(long)]
+    pub(crate) host_router: bool,
 }
 
 #[derive(Debug, Args)]

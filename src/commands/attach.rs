@@ -16,10 +16,17 @@ pub(super) async fn run(
     modules_path: Option<&str>,
     args: AttachArgs,
 ) -> anyhow::Result<ExitCode> {
+    let host = args.host_router.then(|| polis_node::router::RouterConfig {
+        host: polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path)),
+        sessions: polis_node::router::SessionConfig::default(),
+        successor: None,
+        hand_over_on_exit: true,
+    });
     let options = ClientOptions {
         name: args.name,
         mesh_dir: Some(mesh.root().to_owned()),
-        launch: (!args.no_launch).then(|| super::launcher(modules_path)),
+        launch: (!args.no_launch && !args.host_router).then(|| super::launcher(modules_path)),
+        host,
     };
     let client = Client::connect(options).await.map_err(|e| Failure::new(UNAVAILABLE, e.to_string()))?;
     let mut out = tokio::io::stdout();

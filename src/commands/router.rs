@@ -50,7 +50,12 @@ pub(super) async fn run(
         keepalive_timeout: args.keepalive_timeout,
     };
     let successor = successor(&mesh, modules_path, args);
-    let config = polis_node::router::RouterConfig { host, sessions, successor: Some(successor) };
+    let config = polis_node::router::RouterConfig {
+        host,
+        sessions,
+        successor: Some(successor),
+        hand_over_on_exit: false,
+    };
     let served = polis_node::router::serve(term, config, shutdown).await;
     signals.abort();
     served?;

@@ -20,9 +20,17 @@ struct Frontend {
 }
 
 impl Frontend {
+    /// Starts `polis ARGS` (an `attach`), as [`Frontend::start`] does.
+    fn start_with(mesh: &Mesh, args: &[&str]) -> Self {
+        Self::spawn(mesh.polis(args), &[], false)
+    }
+
     /// Starts `polis attach` with extra environment (inherited by a router it launches).
     fn start(mesh: &Mesh, name: &str, env: &[(&str, &str)], own_group: bool) -> Self {
-        let mut cmd: Command = mesh.polis(&["attach", "--name", name]);
+        Self::spawn(mesh.polis(&["attach", "--name", name]), env, own_group)
+    }
+
+    fn spawn(mut cmd: Command, env: &[(&str, &str)], own_group: bool) -> Self {
         cmd.envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         if own_group {
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -219,4 +227,33 @@ fn names_resolve_to_the_nodes_serving_them() {
     assert_eq!(mesh.run(&["resolve", "router"]).code(0).json()["id"], router.id.to_string());
     a.quit();
     mesh.run(&["stop"]).code(0);
+}
+
+#[test]
+fn a_router_hosted_in_a_frontend_moves_to_another_when_it_leaves() {
+    let mesh = Mesh::new();
+    mesh.module("counter", crate::util::COUNTER, "");
+    let a = Frontend::start_with(&mesh, &["attach", "--name", "a", "--host-router"]);
+    let first = mesh.router().expect("a router");
+    assert_eq!(first.pid, a.child.id(), "A hosts the router in its own process");
+    let mut b = Frontend::start_with(&mesh, &["attach", "--name", "b", "--host-router"]);
+    for n in 1..=3 {
+        assert_eq!(b.call("counter incr"), n.to_string());
+    }
+    let counter = mesh.run(&["resolve", "counter"]).code(0).json()["pid"].clone();
+
+    a.quit();
+    let next = wait_until(WAIT, &mesh.dir, "B to host the next router", || {
+        mesh.router().filter(|r| r.id != first.id)
+    });
+    assert_eq!(next.pid, b.child.id(), "B took over");
+    // The counter re-parented with its state; B's calls go on.
+    let count = wait_until(WAIT, &mesh.dir, "B's calls to succeed again", || {
+        Some(b.call("counter get")).filter(|answer| !answer.starts_with("error:"))
+    });
+    assert_eq!(count, "3");
+    assert_eq!(b.call("counter incr"), "4");
+    assert_eq!(mesh.run(&["resolve", "counter"]).code(0).json()["pid"], counter, "the same counter process");
+    b.quit();
+    mesh.wait_no_processes(WAIT);
 }

@@ -69,13 +69,17 @@ pub struct ClientOptions {
     pub mesh_dir: Option<PathBuf>,
     /// Launch a router with these settings when none runs; `None` fails instead.
     pub launch: Option<Launcher>,
+    /// Host the router inside this process when none runs (instead of
+    /// launching one). When this frontend leaves, its router hands over: the
+    /// modules go on to the next router, hosted by another frontend.
+    pub host: Option<polis_node::router::RouterConfig>,
 }
 
 impl ClientOptions {
     /// Options for a frontend called `name`, in the default mesh, launching
     /// `$POLIS_BIN` (else `polis`) when no router runs.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), mesh_dir: None, launch: Some(Launcher::from_env()) }
+        Self { name: name.into(), mesh_dir: None, launch: Some(Launcher::from_env()), host: None }
     }
 }
 
@@ -100,6 +104,15 @@ struct Shared {
     channel: Mutex<Channel>,
     guard: NodeGuard,
     closed: CancellationToken,
+    // std Mutex: set or taken, never held across an await.
+    hosted: Mutex<Option<Hosted>>,
+}
+
+/// A router running inside this process.
+#[derive(Debug)]
+struct Hosted {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Client {
@@ -108,7 +121,8 @@ impl Client {
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
         let path = options.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
         let mesh = MeshDir::open(path)?;
-        let (channel, router) = connect::connect_with_record(&mesh, options.launch.as_ref()).await?;
+        let mut hosted = None;
+        let (channel, router) = connect_or_host(&mesh, &options, &mut hosted).await?;
         let mut record = NodeRecord::new(Role::Frontend, options.name.clone());
         record.version = env!("CARGO_PKG_VERSION").to_owned();
         record.router = Some(router.id);
@@ -120,6 +134,7 @@ impl Client {
             channel: Mutex::new(channel),
             guard,
             closed: CancellationToken::new(),
+            hosted: Mutex::new(hosted),
         });
         // The first session is opened before returning, so that the router
         // counts this frontend from the start.
@@ -250,6 +265,16 @@ impl Client {
         if let Some(session) = self.session.take() {
             let _ = session.await;
         }
+        let hosted = self.shared.hosted.lock().expect("hosted lock").take();
+        if let Some(hosted) = hosted {
+            hosted.stop.cancel();
+            let _ = hosted.task.await;
+        }
+    }
+
+    /// Whether the router this client uses runs inside this process.
+    pub fn hosts_router(&self) -> bool {
+        self.shared.hosted.lock().expect("hosted lock").as_ref().is_some_and(|h| !h.task.is_finished())
     }
 }
 
@@ -358,8 +383,11 @@ impl Shared {
         let mut backoff = Duration::from_millis(10);
         loop {
             let attempt = async {
-                let (channel, router) =
-                    connect::connect_with_record(&self.mesh, self.options.launch.as_ref()).await?;
+                let mut hosted = None;
+                let (channel, router) = connect_or_host(&self.mesh, &self.options, &mut hosted).await?;
+                if hosted.is_some() {
+                    *self.hosted.lock().expect("hosted lock") = hosted;
+                }
                 *self.channel.lock().expect("channel lock") = channel;
                 let record = {
                     let mut record = self.record.lock().expect("record lock");
@@ -381,6 +409,49 @@ impl Shared {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The router in office, or one hosted here (when the options allow and
+/// this process wins the election), or one launched.
+async fn connect_or_host(
+    mesh: &MeshDir,
+    options: &ClientOptions,
+    hosted: &mut Option<Hosted>,
+) -> Result<(Channel, NodeRecord), ClientError> {
+    let Some(config) = &options.host else {
+        return Ok(connect::connect_with_record(mesh, options.launch.as_ref()).await?);
+    };
+    let watch = mesh.watch()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(router) = mesh.current_router()? {
+            return Ok((connect::dial(&router).await?, router));
+        }
+        if let polis_discovery::Campaign::Won(term) = mesh.campaign()? {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn({
+                let (config, stop) = (config.clone(), stop.clone());
+                async move {
+                    if let Err(e) = polis_node::router::serve(term, config, stop).await {
+                        tracing::error!("the hosted router failed: {e}");
+                    }
+                }
+            });
+            *hosted = Some(Hosted { stop, task });
+            let router = watch.wait_for(Duration::from_secs(10), || mesh.current_router()).await?;
+            let router = router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?;
+            return Ok((connect::dial(&router).await?, router));
+        }
+        // Another holds the office: it publishes soon, or it is leaving and
+        // the office comes free. Either way, look again.
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::unavailable("no router took office within 10 s").into());
+        }
+        tokio::select! {
+            () = watch.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
 }

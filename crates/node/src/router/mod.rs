@@ -39,6 +39,9 @@ pub struct RouterConfig {
     /// The command that starts a successor standing by, for `polis router
     /// restart`: a program and its arguments. `None` refuses restarts.
     pub successor: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
+    /// Hand over on every exit: let the modules go instead of stopping them.
+    /// For a router hosted inside a frontend, whose exit is not the mesh's.
+    pub hand_over_on_exit: bool,
 }
 
 /// How long in-flight gRPC exchanges get to finish once the modules are down:
@@ -54,7 +57,7 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// has been stopped and reaped, the router's files are gone, and the office
 /// is free for the next candidate.
 pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
-    let RouterConfig { host: config, sessions: session_config, successor } = config;
+    let RouterConfig { host: config, sessions: session_config, successor, hand_over_on_exit } = config;
     let mesh: MeshDir = term.mesh().clone();
     term.remove_stale_socket()?;
     let socket = mesh.router_socket();
@@ -137,6 +140,9 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     });
 
     shutdown.cancelled().await;
+    if hand_over_on_exit {
+        handover.cancel();
+    }
     let handing_over = handover.is_cancelled();
     tracing::info!(epoch = term.epoch(), handing_over, "router leaving office");
     stop_accepting.cancel();
