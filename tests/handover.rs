@@ -24,30 +24,7 @@ use util::{COUNTER, ECHO, Mesh, Proc, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// How many live processes hold `router.lock` right now, from the kernel's
-/// own table (blocked waiters, listed with `->`, do not count).
-///
-/// The table is taken in one `read`: the kernel builds each read under its
-/// lock, while several reads could tear across a change and show a holder
-/// and its successor together. A holder must also still be alive, since the
-/// sample is checked after it is taken.
-fn routers_in_office(mesh_dir: &std::path::Path) -> usize {
-    use std::{io::Read, os::unix::fs::MetadataExt};
-    let Ok(meta) = std::fs::metadata(mesh_dir.join("router.lock")) else { return 0 };
-    let inode = format!(":{} ", meta.ino());
-    let mut buf = vec![0; 1 << 20];
-    let Ok(n) = std::fs::File::open("/proc/locks").and_then(|mut f| f.read(&mut buf)) else { return 0 };
-    let locks = String::from_utf8_lossy(&buf[..n]);
-    locks
-        .lines()
-        .filter(|l| l.contains("FLOCK") && !l.contains("->") && l.contains(&inode))
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .count()
-}
+use polis_node::testing::{TestMesh, routers_in_office};
 
 /// Samples [`routers_in_office`] until dropped; remembers the most seen.
 struct OfficeSampler {
@@ -380,4 +357,39 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
     assert_eq!(count, json!(incrs), "the counter kept its state");
     Arc::try_unwrap(client).unwrap().close().await;
     mesh.run(&["stop"]).code(0);
+}
+
+#[test]
+fn the_harness_runs_routers_standbys_frontends_and_checks_the_invariants() {
+    let mesh = TestMesh::new(util::POLIS).unwrap();
+    mesh.module("counter", COUNTER, "");
+    let mut router = mesh.start_router(&[]);
+    let _standby = mesh.start_standby();
+    let mut frontend = mesh.start_frontend("tester");
+    assert_eq!(frontend.call("counter incr"), "1");
+    assert_eq!(mesh.routers_in_office(), 1);
+    mesh.check_records().unwrap();
+
+    router.kill();
+    let next = mesh.wait_for("the standby in office", || mesh.router().filter(|r| r.epoch == Some(2)));
+    assert_ne!(next.pid, router.pid());
+    let count = mesh.wait_for("the frontend's calls to succeed again", || {
+        Some(frontend.call("counter get")).filter(|a| !a.starts_with("error:"))
+    });
+    assert_eq!(count, "1", "the counter kept its state");
+    assert_eq!(mesh.routers_in_office(), 1);
+    mesh.check_records().unwrap();
+
+    // A record of a running process whose lock nobody holds breaks an invariant.
+    let mut fake = polis_discovery::NodeRecord::new(polis_discovery::Role::Frontend, "liar");
+    fake.pid = std::process::id();
+    let path = mesh.dir.join(format!("nodes/{}.json", fake.id));
+    std::fs::write(&path, fake.to_json()).unwrap();
+    let err = mesh.check_records().unwrap_err();
+    assert!(err.contains("has no lock held"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+
+    assert!(frontend.quit().success());
+    mesh.teardown(WAIT).unwrap();
+    assert!(mesh.processes().is_empty());
 }

@@ -5,6 +5,7 @@ mod election;
 mod frontends;
 mod meshdir;
 mod modules;
+mod neovim;
 mod records;
 mod scripts;
 mod util;

@@ -27,7 +27,9 @@ fn a_record_stops_being_listed_the_moment_its_process_dies() {
     let next = mesh.wait_router(WAIT);
     assert_eq!(next.epoch, Some(2));
     let dead = mesh.dir.join(format!("nodes/{}.json", record.id));
-    crate::util::wait_until(WAIT, &mesh.dir, "the dead record to be collected", || (!dead.exists()).then_some(()));
+    crate::util::wait_until(WAIT, &mesh.dir, "the dead record to be collected", || {
+        (!dead.exists()).then_some(())
+    });
 }
 
 #[test]

@@ -79,24 +79,7 @@ impl Mesh {
     /// Pids of every process of this mesh: routers (named by `--mesh-dir`)
     /// and modules (given `POLIS_MESH_DIR`).
     pub(crate) fn processes(&self) -> Vec<u32> {
-        let dir = self.dir.display().to_string();
-        let env_line = format!("POLIS_MESH_DIR={dir}");
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
-            if is_zombie(&entry.path()) {
-                continue;
-            }
-            let cmdline = read("cmdline");
-            let environ = read("environ");
-            let has =
-                |bytes: &[u8], needle: &str| bytes.split(|b| *b == 0).any(|part| part == needle.as_bytes());
-            if has(&cmdline, &dir) || has(&environ, &env_line) {
-                pids.push(pid);
-            }
-        }
-        pids
+        polis_node::testing::mesh_processes(&self.dir)
     }
 
     /// Waits until no process of the mesh is left.
@@ -167,12 +150,6 @@ pub(crate) fn wait_until<T>(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn is_zombie(proc_dir: &Path) -> bool {
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
-    // The state follows the command name, which is in parentheses.
-    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 impl Drop for Mesh {

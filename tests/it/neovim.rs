@@ -1,0 +1,503 @@
+//! The Lua module (`crates/lua`) in real `nvim --headless` processes:
+//! sharing a router between editors, `call_async` on Neovim's loop, and the
+//! Lua ↔ JSON mapping with its errors.
+//!
+//! The cdylib is built once per test binary with the same cargo and profile,
+//! and linked into each test's temp root as `polis.so`. Each Lua script
+//! writes `key value...` lines to a file that the test reads; it ends with
+//! `qa!` (or `cq!` after an error), and the test kills `nvim` at its deadline.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use crate::util::{ECHO, Mesh, POLIS, listing, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Builds `polis-lua` (once per test binary) and returns the library.
+fn cdylib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        // The test binary is target/<profile dir>/deps/it-<hash>.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile = exe.parent().and_then(Path::parent).and_then(Path::file_name);
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "-p", "polis-lua", "--message-format=json-render-diagnostics", "--manifest-path"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        match profile.and_then(|p| p.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(600));
+        assert!(status.success(), "cargo build -p polis-lua failed ({status})\n{stderr}");
+        // The artifact message names the library wherever the target dir is.
+        let lib = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "polis_lua")
+            .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| f.as_str().map(PathBuf::from))
+            .find(|f| f.extension().is_some_and(|x| x == "so"))
+            .unwrap_or_else(|| panic!("no libpolis_lua.so in cargo's output\n{stdout}\n{stderr}"));
+        assert!(lib.exists(), "{} does not exist", lib.display());
+        lib
+    })
+}
+
+/// Runs `cmd` to its end, killing it at `timeout`; gives status, stdout, stderr.
+fn run_with_deadline(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let dir = tempfile::Builder::new().prefix("pc").tempdir_in("/tmp").expect("temp dir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).expect("stdout file"))
+        .stderr(File::create(&err).expect("stderr file"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out), read(&err))
+}
+
+/// What every script starts with: the module on `package.cpath`, `report`,
+/// the test's paths, and `wait_file`; the body runs under `xpcall`.
+const PRELUDE: &str = r##"
+local LIBDIR, OUTFILE, MESH, MODS, ROOT, POLIS_BIN = ...
+local OUT = assert(io.open(OUTFILE, "w"))
+local function report(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    parts[i] = tostring((select(i, ...)))
+  end
+  OUT:write(table.concat(parts, " "), "\n")
+  OUT:flush()
+end
+local function wait_file(name)
+  local path = ROOT .. "/" .. name
+  assert(vim.wait(20000, function() return vim.loop.fs_stat(path) ~= nil end, 10), "no " .. path)
+end
+package.cpath = LIBDIR .. "/?.so;" .. package.cpath
+local ok, err = xpcall(function()
+  local polis = require("polis")
+"##;
+
+const POSTLUDE: &str = r##"
+end, debug.traceback)
+if not ok then
+  report("ERROR", err)
+end
+OUT:close()
+vim.cmd(ok and "qa!" or "cq!")
+"##;
+
+/// A headless Neovim running one script; killed and reaped on drop.
+struct Nvim {
+    name: String,
+    child: Option<Child>,
+    out: PathBuf,
+    log: PathBuf,
+    mesh: PathBuf,
+}
+
+impl Nvim {
+    /// Starts `nvim --headless` on `body` (Lua, run after [`PRELUDE`]).
+    fn start(mesh: &Mesh, name: &str, body: &str) -> Self {
+        let root = mesh.root();
+        let libdir = root.join("lua");
+        if !libdir.exists() {
+            std::fs::create_dir(&libdir).expect("lua dir");
+            std::os::unix::fs::symlink(cdylib(), libdir.join("polis.so")).expect("link polis.so");
+        }
+        let script = root.join(format!("{name}.lua"));
+        let out = root.join(format!("{name}.out"));
+        let log = root.join(format!("{name}.log"));
+        // The paths go to the script as the chunk's arguments.
+        let args = [&libdir, &out, &mesh.dir, &mesh.modules, &root.to_owned(), &PathBuf::from(POLIS)]
+            .map(|p| format!("[==[{}]==]", p.display()))
+            .join(", ");
+        let chunk = format!("{PRELUDE}{body}{POSTLUDE}");
+        let source = format!("assert(loadstring([=====[{chunk}]=====], {name:?}))({args})\n");
+        std::fs::write(&script, source).expect("write the script");
+
+        let mut cmd = Command::new("nvim");
+        cmd.args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "--noplugin", "-c"])
+            .arg(format!("luafile {}", script.display()))
+            .current_dir(root)
+            .env("POLIS_BIN", POLIS)
+            // Short, so that the last editor's exit ends the router soon.
+            .env("POLIS_LINGER", "300ms")
+            .env_remove("POLIS_MESH_DIR")
+            .env_remove("POLIS_MODULES_PATH")
+            .env_remove("POLIS_MESH")
+            .env("NVIM_LOG_FILE", root.join("nvim-internal.log"))
+            .env("XDG_CONFIG_HOME", root.join("xdg"))
+            .env("XDG_DATA_HOME", root.join("xdg"))
+            .env("XDG_STATE_HOME", root.join("xdg"))
+            .env("XDG_CACHE_HOME", root.join("xdg"))
+            .stdin(Stdio::null());
+        let output = File::create(&log).expect("nvim's log");
+        cmd.stderr(output.try_clone().expect("nvim's log")).stdout(output);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run nvim ({e}); install Neovim (apt-get install neovim, as .ci/run does)")
+        });
+        Self { name: name.into(), child: Some(child), out, log, mesh: mesh.dir.clone() }
+    }
+
+    /// The script's report so far.
+    fn report(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Everything there is to know when something went wrong.
+    fn describe(&self) -> String {
+        format!(
+            "nvim {}\nreport:\n{}\nnvim output:\n{}\n{}",
+            self.name,
+            self.report(),
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            listing(&self.mesh)
+        )
+    }
+
+    /// Waits for a report line that starts with `key`, and gives the rest.
+    fn wait_line(&mut self, key: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(rest) = find(&self.report(), key) {
+                return rest;
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"));
+            if exited.is_some() || Instant::now() > deadline {
+                panic!("no {key:?} line from the script (exit: {exited:?})\n{}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the script's own `qa!`, and gives its report.
+    fn finish(&mut self) -> Report {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nvim did not quit within {WAIT:?}; killed\n{}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "nvim exited with {status}\n{}", self.describe());
+        let text = self.report();
+        assert!(!text.contains("ERROR"), "the script failed\n{}", self.describe());
+        Report { text, context: self.describe() }
+    }
+}
+
+impl Drop for Nvim {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The rest of the first line that starts with the word `key`.
+fn find(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, rest) = l.split_once(' ').unwrap_or((l, ""));
+        (k == key).then(|| rest.to_owned())
+    })
+}
+
+/// A finished script's report lines.
+struct Report {
+    text: String,
+    context: String,
+}
+
+impl Report {
+    fn get(&self, key: &str) -> String {
+        find(&self.text, key).unwrap_or_else(|| panic!("no {key:?} line\n{}", self.context))
+    }
+
+    fn number(&self, key: &str) -> f64 {
+        let v = self.get(key);
+        v.parse().unwrap_or_else(|_| panic!("{key} = {v:?} is not a number\n{}", self.context))
+    }
+}
+
+fn touch(mesh: &Mesh, name: &str) {
+    std::fs::write(mesh.root().join(name), "").expect("signal file");
+}
+
+fn session_names(mesh: &Mesh) -> Vec<String> {
+    let status = mesh.run(&["status", "--json"]).code(0).json();
+    let sessions = status["sessions"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> =
+        sessions.iter().filter_map(|s| s["name"].as_str().map(str::to_owned)).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn two_editors_share_a_router_that_leaves_after_the_last() {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "");
+
+    // A launches the router ($POLIS_BIN), calls, and quits without close():
+    // its process exit ends its session.
+    let mut a = Nvim::start(
+        &mesh,
+        "a",
+        r##"
+  local c = assert(polis.connect{ mesh_dir = MESH, modules_path = MODS, name = "nvim-a" })
+  report("call", c:call("echo", "echo", { who = "a" }).who)
+  report("ready")
+  wait_file("quit-a")
+"##,
+    );
+    assert_eq!(a.wait_line("call"), "a");
+    a.wait_line("ready");
+    let router = mesh.wait_router(WAIT);
+
+    // B finds that router, names the polis binary itself, and calls on
+    // after A has gone.
+    let mut b = Nvim::start(
+        &mesh,
+        "b",
+        r##"
+  local c = assert(polis.connect{ mesh_dir = MESH, name = "nvim-b", polis = POLIS_BIN, launch = true })
+  report("call", c:call("echo", "ping"))
+  report("ready")
+  wait_file("go-b")
+  for i = 1, 5 do
+    local r, err = c:call("echo", "echo", { i = i })
+    report("call" .. i, r and r.i, err)
+  end
+  report("calls-done")
+  wait_file("close-b")
+  c:close()
+"##,
+    );
+    assert_eq!(b.wait_line("call"), "pong");
+    b.wait_line("ready");
+    assert_eq!(session_names(&mesh), ["nvim-a", "nvim-b"]);
+
+    touch(&mesh, "quit-a");
+    a.finish();
+    wait_until(WAIT, &mesh.dir, "A's session to end", || (session_names(&mesh) == ["nvim-b"]).then_some(()));
+    // Well past the 300 ms linger: B's session keeps the router.
+    std::thread::sleep(Duration::from_millis(800));
+
+    touch(&mesh, "go-b");
+    b.wait_line("calls-done");
+    let after = mesh.router().expect("the router stayed for B");
+    assert_eq!((after.id, after.pid), (router.id, router.pid), "the same router served B throughout");
+
+    let left = Instant::now();
+    touch(&mesh, "close-b");
+    let report = b.finish();
+    for i in 1..=5 {
+        assert_eq!(report.get(&format!("call{i}")), format!("{i} nil"), "call {i} after A left");
+    }
+    mesh.wait_no_processes(WAIT);
+    println!("router and echo gone {:?} after the last editor closed (linger 300 ms)", left.elapsed());
+    assert!(!mesh.dir.join("router.json").exists(), "router.json is removed\n{}", listing(&mesh.dir));
+}
+
+#[test]
+fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "");
+    let mut nvim = Nvim::start(
+        &mesh,
+        "async",
+        r##"
+  local uv = vim.loop
+  local c = assert(polis.connect{ mesh_dir = MESH, modules_path = MODS })
+  report("ping", c:call("echo", "ping"))
+
+  local ticks = 0
+  local timer = uv.new_timer()
+  timer:start(50, 50, function() ticks = ticks + 1 end)
+  local got = {}
+  local t0 = uv.hrtime()
+  c:call_async("echo", "sleep", { ms = 500 }, function(err, result)
+    got.ms = (uv.hrtime() - t0) / 1e6
+    got.err, got.result, got.ticks = err, result, ticks
+    got.fast = vim.in_fast_event()
+    got.api = pcall(vim.api.nvim_buf_set_lines, 0, 0, -1, false, { "from a callback" })
+  end)
+  report("returned_ms", (uv.hrtime() - t0) / 1e6)
+  local echoed = {}
+  for i = 1, 3 do
+    c:call_async("echo", "echo", { i = i }, function(err, r) echoed[#echoed + 1] = r and r.i or err end)
+  end
+  local failed = {}
+  c:call_async("echo", "fail", { code = 9, message = "async nope" }, function(err, r)
+    failed.err, failed.result = err, r
+  end)
+  assert(vim.wait(5000, function() return got.ms ~= nil and #echoed == 3 and failed.err end, 5), "no callbacks")
+  timer:stop()
+  timer:close()
+  report("slept_ms", got.result.slept_ms)
+  report("err", got.err)
+  report("ticks", got.ticks)
+  report("callback_ms", got.ms)
+  report("fast", got.fast)
+  report("api", got.api, vim.api.nvim_buf_get_lines(0, 0, 1, false)[1])
+  table.sort(echoed)
+  report("echoed", table.concat(echoed, ","))
+  report("failed", failed.result, failed.err)
+  report("ping_after", c:call("echo", "ping"))
+
+  local cancelled
+  c:call_async("echo", "sleep", { ms = 5000 }, function(err, r) cancelled = err end)
+  c:close()
+  assert(vim.wait(2000, function() return cancelled ~= nil end, 5), "no callback after close")
+  report("cancelled", cancelled)
+
+  -- A client dropped without close() ends its session once collected.
+  local d = assert(polis.connect{ mesh_dir = MESH, name = "dropped" })
+  local pinged
+  d:call_async("echo", "ping", nil, function(err, r) pinged = r end)
+  assert(vim.wait(5000, function() return pinged ~= nil end, 5), "no ping")
+  report("d-connected")
+  wait_file("seen")
+  d = nil
+  collectgarbage()
+  collectgarbage()
+  report("dropped", pinged)
+  wait_file("checked")
+"##,
+    );
+    nvim.wait_line("d-connected");
+    assert!(session_names(&mesh).contains(&"dropped".to_owned()), "{}", nvim.describe());
+    touch(&mesh, "seen");
+    assert_eq!(nvim.wait_line("dropped"), "pong");
+    wait_until(WAIT, &mesh.dir, "the dropped client's session to end", || {
+        (!session_names(&mesh).contains(&"dropped".to_owned())).then_some(())
+    });
+    touch(&mesh, "checked");
+    let report = nvim.finish();
+    assert_eq!(report.get("ping"), "pong", "the blocking call works");
+    assert!(report.number("returned_ms") < 100.0, "call_async returned at once\n{}", report.context);
+    assert_eq!(report.get("slept_ms"), "500");
+    assert_eq!(report.get("err"), "nil");
+    let ticks = report.number("ticks");
+    assert!(ticks >= 5.0, "the timer ticked {ticks} times before the callback\n{}", report.context);
+    assert!(report.number("callback_ms") >= 500.0);
+    assert_eq!(report.get("fast"), "false", "the callback is not in a fast event");
+    assert_eq!(report.get("api"), "true from a callback", "the callback may use the whole API");
+    assert_eq!(report.get("echoed"), "1,2,3", "each callback got its own result");
+    assert_eq!(report.get("failed"), "nil FAILED_PRECONDITION: async nope");
+    assert_eq!(report.get("ping_after"), "pong");
+    assert!(report.get("cancelled").starts_with("CANCELLED: "), "{}", report.context);
+    println!("timer ticks while call_async waited 500 ms: {ticks}");
+    mesh.wait_no_processes(WAIT);
+}
+
+#[test]
+fn lua_tables_map_to_json_and_errors_come_back_as_nil_and_a_message() {
+    let mesh = Mesh::new();
+    mesh.module("echo", ECHO, "");
+    std::fs::write(mesh.root().join("a-file"), "").expect("a file");
+    let mut nvim = Nvim::start(
+        &mesh,
+        "json",
+        r##"
+  local function deep_equal(a, b)
+    if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+    for k, v in pairs(a) do if not deep_equal(v, b[k]) then return false end end
+    for k in pairs(b) do if a[k] == nil then return false end end
+    return true
+  end
+  local c = assert(polis.connect{ mesh_dir = MESH, modules_path = MODS })
+
+  local sent = { a = { 1, 2, { b = "x" } }, n = 1.5, t = true, f = false, s = "str", neg = -7, big = 2^40 }
+  local got, err = c:call("echo", "echo", sent)
+  report("roundtrip", deep_equal(sent, got), err)
+  report("arrays", polis.is_array(got.a), polis.is_array(got), getmetatable(got.a), vim.inspect(got.a))
+
+  report("null_is_vim_nil", polis.null == vim.NIL)
+  local r = c:call("echo", "echo", { x = polis.null, y = vim.NIL, arr = { 1, polis.null, 3 } })
+  report("nulls", r.x == polis.null, r.y == polis.null, #r.arr, r.arr[2] == polis.null)
+  report("nil_args", c:call("echo", "echo", nil) == polis.null, c:call("echo", "echo") == polis.null)
+  local e = c:call("echo", "echo", { obj = {}, arr = polis.array{} })
+  report("empty", polis.is_array(e.obj), next(e.obj) == nil, polis.is_array(e.arr), #e.arr)
+  report("rearray", polis.is_array(polis.array(e.arr)), polis.is_array(polis.array()))
+
+  report("fail", c:call("echo", "fail", { code = 9, message = "nope" }))
+  report("missing", c:call("nosuch", "x", {}))
+  report("mixed", c:call("echo", "echo", { 1, 2, x = 3 }))
+  report("sparse", c:call("echo", "echo", { list = { 1, nil, 3 } }))
+  report("function", c:call("echo", "echo", { f = print }))
+  report("timeout", c:call("echo", "sleep", { ms = 3000 }, 200))
+  report("crash", c:call("echo", "crash"))
+  report("no_router", polis.connect{ mesh_dir = ROOT .. "/other", launch = false })
+  report("bad_dir", polis.connect{ mesh_dir = ROOT .. "/a-file/mesh", launch = false })
+  report("bad_polis", polis.connect{ mesh_dir = ROOT .. "/third", polis = ROOT .. "/no-polis" })
+  report("bad_option", polis.connect{ mesh_dir = MESH, lanch = false })
+  c:close()
+  report("closed", c:call("echo", "ping"))
+  c:close()
+  report("survived", "yes")
+"##,
+    );
+    let report = nvim.finish();
+    assert_eq!(report.get("roundtrip"), "true nil", "{}", report.context);
+    assert_eq!(report.get("arrays"), "true false polis.array { 1, 2, {", "arrays carry polis.array_mt");
+    assert_eq!(report.get("null_is_vim_nil"), "true");
+    assert_eq!(report.get("nulls"), "true true 3 true", "null survives, also inside arrays");
+    assert_eq!(report.get("nil_args"), "true true", "nil args are null, and a null result is polis.null");
+    assert_eq!(report.get("empty"), "false true true 0", "{{}} is an object, polis.array{{}} an array");
+    assert_eq!(report.get("rearray"), "true true");
+
+    let err = |key: &str, want: &[&str]| {
+        let line = report.get(key);
+        assert!(line.starts_with("nil "), "{key}: {line:?} is not (nil, err)\n{}", report.context);
+        for w in want {
+            assert!(line.contains(w), "{key}: {line:?} does not mention {w:?}");
+        }
+    };
+    err("fail", &["FAILED_PRECONDITION", "nope"]);
+    err("missing", &["NOT_FOUND", "nosuch"]);
+    err("mixed", &["INVALID_ARGUMENT", "mixes array items and object keys"]);
+    err("sparse", &["INVALID_ARGUMENT", "args.list is a sparse array"]);
+    err("function", &["INVALID_ARGUMENT", "args.f is a function"]);
+    err("crash", &["UNAVAILABLE", "module echo exited with status 3"]);
+    err("timeout", &["DEADLINE_EXCEEDED"]);
+    err("no_router", &["UNAVAILABLE", "no router is running"]);
+    err("bad_dir", &["a-file/mesh"]);
+    err("bad_polis", &["UNAVAILABLE", "could not launch a router", "no-polis"]);
+    err("bad_option", &["INVALID_ARGUMENT", "unknown option \"lanch\""]);
+    err("closed", &["FAILED_PRECONDITION", "closed"]);
+    assert_eq!(report.get("survived"), "yes");
+    mesh.wait_no_processes(WAIT);
+}
