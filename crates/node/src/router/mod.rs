@@ -39,8 +39,9 @@ pub struct RouterConfig {
     /// The command that starts a successor standing by, for `polis router
     /// restart`: a program and its arguments. `None` refuses restarts.
     pub successor: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
-    /// Hand over on every exit: let the modules go instead of stopping them.
-    /// For a router hosted inside a frontend, whose exit is not the mesh's.
+    /// Hand over on exit while other sessions remain: let the modules go
+    /// instead of stopping them. For a router hosted inside a frontend,
+    /// whose exit is not the mesh's.
     pub hand_over_on_exit: bool,
 }
 
@@ -140,7 +141,9 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     });
 
     shutdown.cancelled().await;
-    if hand_over_on_exit {
+    // A hosted router hands over only if other frontends remain: when its
+    // host was the last, the modules stop as with any last frontend leaving.
+    if hand_over_on_exit && !hub.table.list().is_empty() {
         handover.cancel();
     }
     let handing_over = handover.is_cancelled();
