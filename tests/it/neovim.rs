@@ -10,7 +10,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -38,7 +38,12 @@ fn cdylib() -> &'static Path {
                 cmd.args(["--profile", other]);
             }
         }
-        let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(600));
+        let output = crate::util::output_within(&mut cmd, Duration::from_secs(600));
+        let (status, stdout, stderr) = (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
         assert!(status.success(), "cargo build -p polis-lua failed ({status})\n{stderr}");
         // The artifact message names the library wherever the target dir is.
         let lib = stdout
@@ -52,33 +57,6 @@ fn cdylib() -> &'static Path {
         assert!(lib.exists(), "{} does not exist", lib.display());
         lib
     })
-}
-
-/// Runs `cmd` to its end, killing it at `timeout`; gives status, stdout, stderr.
-fn run_with_deadline(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
-    let dir = tempfile::Builder::new().prefix("pc").tempdir_in("/tmp").expect("temp dir");
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    cmd.stdin(Stdio::null())
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&err).expect("stderr file"));
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {timeout:?}\n{}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status, read(&out), read(&err))
 }
 
 /// What every script starts with: the module on `package.cpath`, `report`,

@@ -4,11 +4,9 @@
 //! `.ci/run`). Real processes: a `polis router` and `python3`.
 
 use std::{
-    io::Read,
     path::PathBuf,
     process::{Command, ExitStatus, Stdio},
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::json;
@@ -58,34 +56,12 @@ struct Script {
 impl Script {
     /// Runs `cmd`, killing it (and failing) if it is not done within `SCRIPT_WAIT`.
     fn run(mut cmd: Command, mesh: &Mesh) -> Self {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let described = format!("{cmd:?}");
-        let mut child =
-            cmd.spawn().unwrap_or_else(|e| panic!("cannot run {described} ({e}); is python3 installed?"));
-        let stdout = read_all(child.stdout.take().expect("piped stdout"));
-        let stderr = read_all(child.stderr.take().expect("piped stderr"));
-        let deadline = Instant::now() + SCRIPT_WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "timed out after {SCRIPT_WAIT:?} waiting for {described}\nstdout:\n{}\nstderr:\n{}\n{}",
-                    stdout.join().unwrap_or_default(),
-                    stderr.join().unwrap_or_default(),
-                    listing(&mesh.dir)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let output = crate::util::output_within(&mut cmd, SCRIPT_WAIT);
         Self {
-            cmd: described,
-            status,
-            stdout: stdout.join().expect("stdout reader"),
-            stderr: stderr.join().expect("stderr reader"),
+            cmd: format!("{cmd:?}"),
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             mesh: mesh.dir.clone(),
         }
     }
@@ -121,14 +97,6 @@ impl std::fmt::Display for Script {
             listing(&self.mesh)
         )
     }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }
 
 #[test]

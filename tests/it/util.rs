@@ -92,7 +92,7 @@ impl Mesh {
     /// Runs `polis ARGS` to completion.
     pub(crate) fn run(&self, args: &[&str]) -> Run {
         let mut cmd = self.polis(args);
-        let output = cmd.output().expect("run polis");
+        let output = output_within(&mut cmd, RUN_WAIT);
         Run { cmd: format!("{cmd:?}"), output, mesh: self.dir.clone() }
     }
 
@@ -158,6 +158,38 @@ impl Drop for Mesh {
             if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
+        }
+    }
+}
+
+/// How long one `polis` command may take.
+const RUN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to its end with no stdin, collecting its output; kills it and
+/// fails the test, showing what it wrote, if it is not done by `timeout`.
+pub(crate) fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => output.expect("wait for the command"),
+        Err(_) => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            let partial = rx.recv().ok().and_then(Result::ok);
+            let text = |f: fn(&Output) -> &Vec<u8>| {
+                partial.as_ref().map(|o| String::from_utf8_lossy(f(o)).into_owned())
+            };
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                text(|o| &o.stdout).unwrap_or_default(),
+                text(|o| &o.stderr).unwrap_or_default()
+            );
         }
     }
 }
