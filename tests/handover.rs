@@ -24,6 +24,14 @@ use util::{COUNTER, ECHO, Mesh, Proc, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The tests of this binary take turns: their timings are their own.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding the lock poisons it; the next may still run.
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 use polis_node::testing::{TestMesh, routers_in_office};
 
 /// Samples [`routers_in_office`] until dropped; remembers the most seen.
@@ -68,7 +76,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The turn is held for the whole test, awaits included: each test has a
+// runtime of its own, so nothing else waits on this lock inside it.
+#[allow(clippy::await_holding_lock)]
 async fn fifty_router_kills_lose_no_state_and_no_frontend() {
+    let _alone = alone();
     const KILLS: usize = 50;
     const FRONTENDS: usize = 4;
     let mesh = Mesh::new();
@@ -179,6 +191,7 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
 
 #[test]
 fn jsonrpc_modules_are_loaded_again_by_the_next_router() {
+    let _alone = alone();
     let mesh = Mesh::new();
     let pyecho = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("modules/pyecho/pyecho.py");
     mesh.manifest("pyecho", &format!("exec = {:?}\nprotocol = \"jsonrpc\"", pyecho.display().to_string()));
@@ -200,6 +213,7 @@ fn jsonrpc_modules_are_loaded_again_by_the_next_router() {
 
 #[test]
 fn an_sdk_module_waits_for_a_router_and_exits_when_none_comes() {
+    let _alone = alone();
     let mesh = Mesh::new();
     mesh.module("echo", ECHO, "[env]\nPOLIS_REATTACH_WAIT = \"300\"");
     let mut router = mesh.spawn(&["router"]);
@@ -242,6 +256,7 @@ fn self_loaded(mesh: &Mesh, name: &str) -> std::process::Child {
 
 #[test]
 fn a_self_loaded_module_serves_by_name_until_it_leaves() {
+    let _alone = alone();
     let mesh = Mesh::new();
     mesh.module("echo", ECHO, "");
     let _router = mesh.spawn(&["router"]);
@@ -284,7 +299,11 @@ fn a_self_loaded_module_serves_by_name_until_it_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The turn is held for the whole test, awaits included: each test has a
+// runtime of its own, so nothing else waits on this lock inside it.
+#[allow(clippy::await_holding_lock)]
 async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_office() {
+    let _alone = alone();
     let mesh = Mesh::new();
     mesh.module("counter", COUNTER, "");
     let _router = mesh.spawn(&["router"]);
@@ -361,6 +380,7 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
 
 #[test]
 fn the_harness_runs_routers_standbys_frontends_and_checks_the_invariants() {
+    let _alone = alone();
     let mesh = TestMesh::new(util::POLIS).unwrap();
     mesh.module("counter", COUNTER, "");
     let mut router = mesh.start_router(&[]);
