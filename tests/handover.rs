@@ -341,6 +341,7 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
                 rounds.fetch_add(1, Ordering::Relaxed);
                 if in_office.lock().unwrap().is_some_and(|t| started > t) {
                     after += 1;
+                    rounds_after.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = plain {
                         failed_after.push(e.to_string());
                     }
@@ -363,10 +364,13 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
     let restart = restart.await.unwrap();
     assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
     assert_eq!(new.epoch, Some(2));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_async("50 rounds of calls after the handover", || {
+        (rounds_after.load(Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (after, failed_after, incrs) = load.await.unwrap();
-    assert!(after > 50, "calls ran after the handover: {after}");
+    assert!(after >= 50, "calls ran after the handover: {after}");
     assert!(
         failed_after.is_empty(),
         "{} of {after} calls failed after the successor took office: {failed_after:?}",
