@@ -317,9 +317,11 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
     let in_office: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
+    let rounds_after = Arc::new(AtomicU64::new(0));
     let load = tokio::spawn({
         let (client, in_office, stop, rounds) =
             (client.clone(), in_office.clone(), stop.clone(), rounds.clone());
+        let rounds_after = rounds_after.clone();
         async move {
             let (mut after, mut failed_after, mut incrs) = (0, Vec::new(), 1u64);
             let mut n = 0;
