@@ -95,7 +95,7 @@ impl Drop for Lease {
 pub(crate) struct SessionTable {
     // std Mutex: held only to insert, remove or copy.
     sessions: Mutex<HashMap<u64, pb::SessionInfo>>,
-    next: Mutex<u64>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl SessionTable {
@@ -106,11 +106,7 @@ impl SessionTable {
     }
 
     fn insert(&self, info: pb::SessionInfo) -> u64 {
-        let key = {
-            let mut next = self.next.lock().expect("sessions lock");
-            *next += 1;
-            *next
-        };
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sessions.lock().expect("sessions lock").insert(key, info);
         key
     }
