@@ -15,7 +15,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread: a call crosses the router as a chain of task wake-ups
+    // (gRPC stream, module writer, module reader), and on one thread each is
+    // a queue push, not a cross-thread wake. Measured faster for the router
+    // (BENCHMARKS.md), and the commands need no more.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return exit::report(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };

@@ -8,7 +8,10 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -40,44 +43,65 @@ impl Default for SessionConfig {
 }
 
 /// Counts what keeps the router alive.
+///
+/// The count is an atomic; the linger task is woken only when it crosses
+/// zero, not on every call (a call takes and drops a lease: two changes).
 #[derive(Debug, Clone)]
 pub(crate) struct Leases {
-    count: Arc<watch::Sender<usize>>,
+    inner: Arc<LeaseCount>,
+}
+
+#[derive(Debug)]
+struct LeaseCount {
+    count: AtomicUsize,
+    /// Whether the count was zero at its last crossing; sent on crossings only.
+    idle: watch::Sender<bool>,
 }
 
 /// One reason for the router to stay; released on drop.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    count: Arc<watch::Sender<usize>>,
+    inner: Arc<LeaseCount>,
 }
 
 impl Leases {
     pub(crate) fn new() -> Self {
-        Self { count: Arc::new(watch::Sender::new(0)) }
+        Self { inner: Arc::new(LeaseCount { count: AtomicUsize::new(0), idle: watch::Sender::new(true) }) }
     }
 
     pub(crate) fn take(&self) -> Lease {
-        self.count.send_modify(|n| *n += 1);
-        Lease { count: self.count.clone() }
+        if self.inner.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.inner.idle.send_replace(false);
+        }
+        Lease { inner: self.inner.clone() }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inner.count.load(Ordering::SeqCst) == 0
     }
 
     /// Cancels `shutdown` once there has been no lease for `linger`.
     pub(crate) async fn linger(&self, linger: Duration, shutdown: CancellationToken) {
-        let mut count = self.count.subscribe();
+        let mut idle = self.inner.idle.subscribe();
         loop {
-            if count.wait_for(|n| *n == 0).await.is_err() {
-                return;
+            // Crossings may be seen out of order under a race; the atomic is
+            // the truth, the channel only the wake-up.
+            while !self.is_idle() {
+                tokio::select! {
+                    changed = idle.changed() => if changed.is_err() { return },
+                    () = shutdown.cancelled() => return,
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(linger) => {
-                    if *count.borrow() == 0 {
+                    if self.is_idle() {
                         tracing::info!("no sessions and no calls for {linger:?}; leaving");
                         shutdown.cancel();
                         return;
                     }
                 }
                 // Someone came (and maybe went): start counting again.
-                _ = count.changed() => {}
+                _ = idle.changed() => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -86,7 +110,9 @@ impl Leases {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.count.send_modify(|n| *n -= 1);
+        if self.inner.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.idle.send_replace(true);
+        }
     }
 }
 
