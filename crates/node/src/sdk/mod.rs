@@ -186,7 +186,7 @@ impl Module {
         self.mesh_dir = std::env::var_os("POLIS_MESH_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
         self.read_reattach_wait();
         let name = self.name.clone();
-        match self.serve(link::stdin(), tokio::io::stdout()).await {
+        match self.serve(link::stdin(), link::stdout()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{name}: {err}");
