@@ -1,0 +1,143 @@
+//! `polis-bench`: measures polis against the physical floor and against
+//! Norgopolis in one run on one machine, and writes BENCHMARKS.md.
+//!
+//! ```sh
+//! cargo run --release -p polis-bench
+//! ```
+//!
+//! It builds polis's release binaries, installs norgopolis-server 0.1.4 and
+//! builds the Norgopolis peer crates in `bench/norgopolis` (a Cargo project
+//! outside the workspace), then measures, with progress on stderr.
+//!
+//! # Layout
+//! - `setup`: building and installing what is measured.
+//! - `floor`: raw Unix-socket and pipe ping-pong (and the hidden `echo-peer` mode).
+//! - `polis`: warm calls, throughput, cold start, failover gap, router memory.
+//! - `norgopolis`: the same for Norgopolis, through its bench client.
+//! - `report`: BENCHMARKS.md, with every target as a ratio, met or missed.
+//! - `machine`: what the machine is, and waiting for it to be quiet.
+//! - `results`, `stats`, `procs`: shared types, percentiles, `/proc`.
+//!
+//! Not part of the test run; CI only builds it (`cargo build --workspace`).
+
+mod floor;
+mod machine;
+mod norgopolis;
+mod polis;
+mod procs;
+mod report;
+mod results;
+mod setup;
+mod stats;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Payload size of every call and round trip.
+const PAYLOAD: usize = 64;
+const WARM_CALLS: usize = 5000;
+const WARMUP_CALLS: usize = 200;
+const CALLERS: usize = 16;
+const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
+const COLD_RUNS: usize = 30;
+const FAILOVER_ROUNDS: usize = 20;
+
+/// Benchmarks polis against the floor and Norgopolis; writes BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where to write the report [default: BENCHMARKS.md in the workspace].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Use polis's release binaries as they are, without `cargo build`.
+    #[arg(long)]
+    no_build: bool,
+    /// Leave Norgopolis out (its cells then say so).
+    #[arg(long)]
+    skip_norgopolis: bool,
+    #[command(subcommand)]
+    peer: Option<Peer>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Peer {
+    /// The floor's echo peer: `unix PATH` or `pipe`.
+    #[command(hide = true)]
+    EchoPeer { mode: String, path: Option<String> },
+    /// Warm calls in a loop against a running router, for profiling it:
+    /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
+    #[command(hide = true)]
+    CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
+}
+
+/// One line of progress on stderr.
+pub(crate) fn progress(message: &str) {
+    eprintln!("polis-bench: {message}");
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match &args.peer {
+        Some(Peer::EchoPeer { mode, path }) => floor::echo_peer(mode, path.as_deref(), PAYLOAD),
+        Some(Peer::CallLoop { mesh_dir, service, secs }) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
+        None => bench(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> anyhow::Result<()> {
+    let output = args.output.clone().unwrap_or_else(|| setup::workspace().join("BENCHMARKS.md"));
+    progress("[1/5] preparing polis");
+    let bins = setup::polis(!args.no_build)?;
+    progress("[2/5] preparing Norgopolis");
+    let peer = if args.skip_norgopolis {
+        Err("left out with --skip-norgopolis".to_owned())
+    } else {
+        setup::norgopolis().map_err(|e| {
+            progress(&format!("cannot prepare Norgopolis: {e:#}"));
+            format!("{e:#}")
+        })
+    };
+
+    let quiet = machine::wait_quiet();
+    progress("[3/5] the floor: Unix-socket and pipe ping-pong");
+    let floor = results::outcome(floor::measure(PAYLOAD));
+    let floor_one_cpu = results::outcome(procs::OneCpu::pin().and_then(|_pin| floor::measure(PAYLOAD)));
+
+    // Current-thread: the client side of every measurement runs on one
+    // thread, the same for polis and Norgopolis.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    progress("[4/5] polis");
+    let polis = rt.block_on(polis::measure(&bins));
+    progress("[5/5] Norgopolis");
+    let norgopolis = match &peer {
+        Ok(peer) => rt.block_on(norgopolis::measure(peer)),
+        Err(e) => results::System::missing(e),
+    };
+
+    let run =
+        report::Run { machine: machine::Machine::here(&quiet), floor, floor_one_cpu, polis, norgopolis };
+    std::fs::write(&output, run.markdown()).with_context(|| format!("cannot write {}", output.display()))?;
+    progress(&format!("wrote {}", output.display()));
+    for (target, met) in run.verdicts() {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        progress(&format!("  {verdict:>12}: {target}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! polis's figures, each in a fresh temp mesh with the release binaries:
+//! warm calls (frames and jsonrpc), throughput and router memory through
+//! `polis_client::Client`; cold starts through `polis call`; the failover gap
+//! with a standby router and a router killed by SIGKILL.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use polis_client::{Client, ClientOptions, Launcher};
+use polis_discovery::{Discovery, MeshDir};
+use tokio::sync::watch;
+
+use crate::{
+    CALLERS, COLD_RUNS, FAILOVER_ROUNDS, PAYLOAD, THROUGHPUT_FOR, WARM_CALLS, WARMUP_CALLS, procs, progress,
+    results::{Cold, Outcome, System, Throughput, outcome},
+    setup,
+    stats::Samples,
+};
+
+/// How long any one step may take before the bench gives up on it.
+const STEP: Duration = Duration::from_secs(60);
+
+/// polis's figures: the shared ones, and those Norgopolis has no peer for.
+#[derive(Debug)]
+pub(crate) struct PolisFigures {
+    pub(crate) system: System,
+    pub(crate) warm_jsonrpc: Outcome<Samples>,
+    pub(crate) failover: Outcome<Samples>,
+}
+
+pub(crate) async fn measure(bins: &setup::Polis) -> PolisFigures {
+    let warm = outcome(warm_and_load(bins).await);
+    let (warm, warm_jsonrpc, throughput, rss_idle, rss_load) = match warm {
+        Ok(w) => (Ok(w.frames), w.jsonrpc, Ok(w.throughput), Ok(w.rss_idle), Ok(w.rss_load)),
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e)),
+    };
+    progress(&format!("polis: {WARM_CALLS} warm calls to echo, all on one CPU"));
+    let warm_one_cpu = outcome(warm_one_cpu(bins).await);
+    progress(&format!("polis: cold start, {COLD_RUNS} runs of `polis call` with no router"));
+    let cold = outcome(cold_starts(bins).await);
+    progress(&format!("polis: failover gap, {FAILOVER_ROUNDS} routers killed with SIGKILL"));
+    let failover = outcome(failover(bins).await);
+    PolisFigures {
+        system: System { warm, warm_one_cpu, throughput, cold, rss_idle, rss_load },
+        warm_jsonrpc,
+        failover,
+    }
+}
+
+/// A temp mesh directory with `echo` (frames) and `pyecho` (jsonrpc)
+/// manifests beside it. On drop, every process of the mesh still running is
+/// killed.
+struct TempMesh {
+    // Short: the router's socket path must stay under 108 bytes.
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    modules: PathBuf,
+    polis: PathBuf,
+}
+
+impl TempMesh {
+    fn new(bins: &setup::Polis) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new().prefix("pb").tempdir_in("/tmp")?;
+        let dir = tmp.path().join("m");
+        let modules = tmp.path().join("mods");
+        let manifest = |name: &str, exec: &std::path::Path, protocol: &str| -> anyhow::Result<()> {
+            std::fs::create_dir_all(modules.join(name))?;
+            let body =
+                format!("name = {name:?}\nversion = \"0.1.0\"\nexec = {exec:?}\nprotocol = {protocol:?}\n");
+            Ok(std::fs::write(modules.join(name).join("module.toml"), body)?)
+        };
+        manifest("echo", &bins.echo, "frames")?;
+        if let Some(pyecho) = &bins.pyecho {
+            manifest("pyecho", pyecho, "jsonrpc")?;
+        }
+        Ok(Self { _tmp: tmp, dir, modules, polis: bins.polis.clone() })
+    }
+
+    /// `polis --mesh-dir <dir> --modules-path <modules> ARGS`.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.polis);
+        cmd.arg("--mesh-dir").arg(&self.dir).arg("--modules-path").arg(&self.modules).args(args);
+        cmd.env_remove("POLIS_MESH_DIR").env_remove("POLIS_MODULES_PATH").env_remove("POLIS_LOG");
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    fn options(&self, launch: bool) -> ClientOptions {
+        let launcher =
+            Launcher { modules_path: Some(self.modules.display().to_string()), ..Launcher::new(&self.polis) };
+        ClientOptions {
+            mesh_dir: Some(self.dir.clone()),
+            launch: launch.then_some(launcher),
+            ..ClientOptions::new("polis-bench")
+        }
+    }
+
+    fn router_pid(&self) -> anyhow::Result<u32> {
+        let router = MeshDir::open(&self.dir)?.current_router()?;
+        Ok(router.context("no router is published")?.pid)
+    }
+
+    /// `polis stop`, then waits for the mesh's processes to end.
+    async fn stop(&self) -> anyhow::Result<()> {
+        let out = procs::output(self.command(&["stop"]), STEP).await?;
+        // Exit 4: no router was running, which is fine here.
+        if !out.status.success() && out.status.code() != Some(4) {
+            return Err(procs::failure("polis stop", &out));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !procs::mesh_processes(&self.dir).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.kill_leftovers()
+    }
+
+    fn kill_leftovers(&self) -> anyhow::Result<()> {
+        procs::kill_all("mesh cleanup", Duration::from_secs(5), || procs::mesh_processes(&self.dir))
+    }
+}
+
+impl Drop for TempMesh {
+    fn drop(&mut self) {
+        let _ = self.kill_leftovers();
+    }
+}
+
+/// A JSON string of exactly `bytes` bytes.
+pub(crate) fn json_payload(bytes: usize) -> String {
+    format!("\"{}\"", "x".repeat(bytes - 2))
+}
+
+/// One echo call, checked.
+async fn echo(
+    client: &Client,
+    service: &str,
+    payload: &Bytes,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let reply = client.call(service, "echo", payload.clone(), timeout).await?;
+    if reply != *payload {
+        let same = serde_json::from_slice::<serde_json::Value>(&reply).ok()
+            == serde_json::from_slice::<serde_json::Value>(payload).ok();
+        ensure!(same, "{service} answered {:?}", String::from_utf8_lossy(&reply));
+    }
+    Ok(())
+}
+
+/// `WARM_CALLS` sequential calls, after `WARMUP_CALLS` untimed ones.
+async fn warm(client: &Client, service: &str, payload: &Bytes) -> anyhow::Result<Samples> {
+    let calls = async {
+        for _ in 0..WARMUP_CALLS {
+            echo(client, service, payload, None).await?;
+        }
+        let mut samples = Vec::with_capacity(WARM_CALLS);
+        for _ in 0..WARM_CALLS {
+            let start = Instant::now();
+            echo(client, service, payload, None).await?;
+            samples.push(start.elapsed());
+        }
+        anyhow::Ok(Samples::new(samples))
+    };
+    tokio::time::timeout(STEP, calls).await.context("warm calls took too long")?
+}
+
+struct Warm {
+    frames: Samples,
+    jsonrpc: Outcome<Samples>,
+    throughput: Throughput,
+    rss_idle: u64,
+    rss_load: u64,
+}
+
+/// Warm calls, router memory and throughput, against one router.
+async fn warm_and_load(bins: &setup::Polis) -> anyhow::Result<Warm> {
+    let mesh = TempMesh::new(bins)?;
+    let payload = Bytes::from(json_payload(PAYLOAD));
+    progress("polis: launching a router and loading echo");
+    let client = Client::connect(mesh.options(true)).await.context("cannot connect to polis")?;
+    echo(&client, "echo", &payload, Some(STEP)).await.context("the first call")?;
+    let router = mesh.router_pid()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = procs::rss_kib(router).context("cannot read the router's VmRSS")?;
+
+    progress(&format!("polis: {WARM_CALLS} warm calls to echo (frames)"));
+    let frames = warm(&client, "echo", &payload).await?;
+    let jsonrpc = match bins.pyecho {
+        Some(_) => {
+            progress(&format!("polis: {WARM_CALLS} warm calls to pyecho (jsonrpc)"));
+            outcome(warm(&client, "pyecho", &payload).await)
+        }
+        None => Err("python3 is not installed".into()),
+    };
+    progress(&format!("polis: throughput, {CALLERS} callers for {THROUGHPUT_FOR:?}"));
+    let (throughput, rss_load) = throughput(&mesh, &payload, router).await?;
+    client.close().await;
+    mesh.stop().await?;
+    Ok(Warm { frames, jsonrpc, throughput, rss_idle, rss_load })
+}
+
+/// Warm calls with the client, the router and the module all on CPU 0.
+async fn warm_one_cpu(bins: &setup::Polis) -> anyhow::Result<Samples> {
+    let _pin = procs::OneCpu::pin()?;
+    let mesh = TempMesh::new(bins)?;
+    let payload = Bytes::from(json_payload(PAYLOAD));
+    // The router launched now, and the module it starts, inherit the pin.
+    let client = Client::connect(mesh.options(true)).await.context("cannot connect to polis")?;
+    let samples = warm(&client, "echo", &payload).await;
+    client.close().await;
+    mesh.stop().await?;
+    samples
+}
+
+/// `CALLERS` frontends (each its own `Client`: session and connection)
+/// calling in a loop; also the router's peak VmRSS meanwhile.
+async fn throughput(mesh: &TempMesh, payload: &Bytes, router: u32) -> anyhow::Result<(Throughput, u64)> {
+    let mut clients = Vec::new();
+    for _ in 0..CALLERS {
+        let client = Client::connect(mesh.options(false)).await?;
+        echo(&client, "echo", payload, Some(STEP)).await?;
+        clients.push(client);
+    }
+    let start = Instant::now();
+    let deadline = start + THROUGHPUT_FOR;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let (mut calls, mut errors) = (0, 0);
+                while Instant::now() < deadline {
+                    match echo(&client, "echo", &payload, None).await {
+                        Ok(()) => calls += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                (calls, errors, client)
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        peak = peak.max(procs::rss_kib(router).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut total = Throughput { calls: 0, errors: 0, elapsed: Duration::ZERO };
+    for task in tasks {
+        let (calls, errors, client) = task.await?;
+        total.calls += calls;
+        total.errors += errors;
+        client.close().await;
+    }
+    total.elapsed = start.elapsed();
+    ensure!(peak > 0, "could not read the router's VmRSS under load");
+    Ok((total, peak))
+}
+
+/// Each run: a fresh mesh, `polis call echo echo PAYLOAD` (which launches
+/// the router, which starts echo), timed from spawn to exit; then `polis stop`.
+async fn cold_starts(bins: &setup::Polis) -> anyhow::Result<Cold> {
+    let payload = json_payload(PAYLOAD);
+    let mut times = Vec::new();
+    let mut failures = Vec::new();
+    for run in 0..COLD_RUNS {
+        let mesh = TempMesh::new(bins)?;
+        let cmd = mesh.command(&["call", "echo", "echo", &payload]);
+        let start = Instant::now();
+        let out = procs::output(cmd, STEP).await;
+        let elapsed = start.elapsed();
+        match out {
+            Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == payload => {
+                times.push(elapsed)
+            }
+            Ok(out) => failures.push(procs::failure("polis call", &out).to_string()),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+        mesh.stop().await.with_context(|| format!("stopping cold-start run {run}"))?;
+    }
+    let times = (!times.is_empty()).then(|| Samples::new(times));
+    Ok(Cold { runs: COLD_RUNS, times, failures })
+}
+
+/// Sequential echo calls for `time` against the router of `mesh_dir`, then
+/// p50 and p99 on stderr: a steady load to profile the router under.
+pub(crate) async fn call_loop(
+    mesh_dir: &std::path::Path,
+    service: &str,
+    time: Duration,
+) -> anyhow::Result<()> {
+    let options =
+        ClientOptions { mesh_dir: Some(mesh_dir.into()), launch: None, ..ClientOptions::new("polis-bench") };
+    let client = Client::connect(options).await?;
+    let payload = Bytes::from(json_payload(PAYLOAD));
+    let deadline = Instant::now() + time;
+    let mut samples = Vec::new();
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        echo(&client, service, &payload, None).await?;
+        samples.push(start.elapsed());
+    }
+    client.close().await;
+    let samples = Samples::new(samples);
+    let (p50, p99) = (crate::stats::duration(samples.p50()), crate::stats::duration(samples.pct(99.0)));
+    progress(&format!("{} calls to {service}: p50 {p50}, p99 {p99}", samples.len()));
+    Ok(())
+}
+
+/// A router candidate started by the bench, its stdout in a file.
+struct Candidate {
+    child: tokio::process::Child,
+    stdout: PathBuf,
+}
+
+impl Candidate {
+    fn spawn(mesh: &TempMesh, standby: bool, n: usize) -> anyhow::Result<Self> {
+        let stdout = mesh.dir.with_file_name(format!("router-{n}.out"));
+        let mut cmd = mesh.command(if standby { &["router", "--standby"] } else { &["router"] });
+        cmd.stdout(std::fs::File::create(&stdout)?).stderr(Stdio::null());
+        Ok(Self { child: cmd.spawn()?, stdout })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Waits until it has said it stands by (it then blocks on the lock).
+    async fn standing_by(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&self.stdout)?.contains("standing by") {
+            ensure!(Instant::now() < deadline, "the standby router did not stand by within 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The start and end of the caller's latest successful call.
+type LastSuccess = Option<(Instant, Instant)>;
+
+/// The end of the first successful call started at or after `after`.
+async fn success_after(rx: &mut watch::Receiver<LastSuccess>, after: Instant) -> anyhow::Result<Instant> {
+    let wait = async {
+        loop {
+            if let Some((start, end)) = *rx.borrow_and_update()
+                && start >= after
+            {
+                return Ok(end);
+            }
+            if rx.changed().await.is_err() {
+                bail!("the caller stopped");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.context("no successful call within 10 s")?
+}
+
+/// A router and a standby; a frontend calling echo in a loop; kill the
+/// router, time until the next call that succeeds (one started after the
+/// kill), start a new standby; `FAILOVER_ROUNDS` times.
+async fn failover(bins: &setup::Polis) -> anyhow::Result<Samples> {
+    let mesh = TempMesh::new(bins)?;
+    let mut router = Candidate::spawn(&mesh, false, 0)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mesh.router_pid().ok() != Some(router.pid()) {
+        ensure!(Instant::now() < deadline, "the first router did not publish itself within 10 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut standby = Candidate::spawn(&mesh, true, 1)?;
+    standby.standing_by().await?;
+
+    // No launcher: the client must find the standby, not start a router.
+    let client = Client::connect(mesh.options(false)).await?;
+    let payload = Bytes::from(json_payload(PAYLOAD));
+    let (tx, mut rx) = watch::channel::<LastSuccess>(None);
+    let caller = tokio::spawn(async move {
+        while !tx.is_closed() {
+            let start = Instant::now();
+            match echo(&client, "echo", &payload, Some(Duration::from_secs(5))).await {
+                Ok(()) => {
+                    let _ = tx.send(Some((start, Instant::now())));
+                }
+                // A dead router fails calls at once; do not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        client
+    });
+
+    let mut gaps = Vec::new();
+    for round in 0..FAILOVER_ROUNDS {
+        success_after(&mut rx, Instant::now())
+            .await
+            .with_context(|| format!("round {round}: before the kill"))?;
+        let pid = mesh.router_pid()?;
+        ensure!(pid == router.pid(), "round {round}: router pid {pid} is not the one started");
+        let killed = Instant::now();
+        procs::kill(pid);
+        let back =
+            success_after(&mut rx, killed).await.with_context(|| format!("round {round}: after the kill"))?;
+        gaps.push(back - killed);
+        router.child.wait().await?;
+        router = standby;
+        standby = Candidate::spawn(&mesh, true, round + 2)?;
+        standby.standing_by().await?;
+    }
+    drop(rx);
+    let client = tokio::time::timeout(STEP, caller).await.context("the caller did not stop")??;
+    client.close().await;
+    // The standby first, or it would take office when the router stops.
+    procs::kill(standby.pid());
+    standby.child.wait().await?;
+    mesh.stop().await?;
+    router.child.wait().await?;
+    Ok(Samples::new(gaps))
+}
