@@ -563,31 +563,16 @@ async fn write_frames<W>(
 /// read without blocking instead.
 pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     #[cfg(unix)]
-    match nonblocking_stdin() {
-        Ok(Some(stdin)) => return stdin,
+    match nonblocking(std::io::stdin()) {
+        Ok(Some(Stdio::Pipe(fd))) => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => return Box::new(pipe),
+            Err(err) => eprintln!("warning: reading stdin on a blocking thread: {err}"),
+        },
+        Ok(Some(Stdio::Socket(socket))) => return Box::new(socket),
         Ok(None) => {}
         Err(err) => eprintln!("warning: reading stdin on a blocking thread: {err}"),
     }
     Box::new(tokio::io::stdin())
-}
-
-/// Stdin as a non-blocking pipe or socket; `None` when it is neither (a
-/// file or a terminal).
-#[cfg(unix)]
-fn nonblocking_stdin() -> std::io::Result<Option<Box<dyn AsyncRead + Unpin + Send>>> {
-    use std::os::{fd::AsFd, unix::fs::FileTypeExt};
-
-    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
-    let kind = std::fs::File::from(fd.try_clone()?).metadata()?.file_type();
-    if kind.is_fifo() {
-        return Ok(Some(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?)));
-    }
-    if kind.is_socket() {
-        let socket = std::os::unix::net::UnixStream::from(fd);
-        socket.set_nonblocking(true)?;
-        return Ok(Some(Box::new(tokio::net::UnixStream::from_std(socket)?)));
-    }
-    Ok(None)
 }
 
 /// The module's stdout as a writer taking each frame in one write.
@@ -599,28 +584,42 @@ fn nonblocking_stdin() -> std::io::Result<Option<Box<dyn AsyncRead + Unpin + Sen
 /// blocking instead.
 pub(super) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
     #[cfg(unix)]
-    match nonblocking_stdout() {
-        Ok(Some(stdout)) => return stdout,
+    match nonblocking(std::io::stdout()) {
+        Ok(Some(Stdio::Pipe(fd))) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+            Ok(pipe) => return Box::new(pipe),
+            Err(err) => eprintln!("warning: writing stdout on a blocking thread: {err}"),
+        },
+        Ok(Some(Stdio::Socket(socket))) => return Box::new(socket),
         Ok(None) => {}
         Err(err) => eprintln!("warning: writing stdout on a blocking thread: {err}"),
     }
     Box::new(tokio::io::stdout())
 }
 
-/// Stdout as a non-blocking pipe or socket; `None` when it is neither.
+/// A standard stream that can be driven without blocking.
 #[cfg(unix)]
-fn nonblocking_stdout() -> std::io::Result<Option<Box<dyn AsyncWrite + Unpin + Send>>> {
-    use std::os::{fd::AsFd, unix::fs::FileTypeExt};
+enum Stdio {
+    /// A pipe: tokio's pipe types take the fd (and make it non-blocking).
+    Pipe(std::os::fd::OwnedFd),
+    /// A socket, already non-blocking and registered.
+    Socket(tokio::net::UnixStream),
+}
 
-    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+/// A copy of `stream`'s fd as a pipe or a socket; `None` when it is
+/// neither (a file or a terminal).
+#[cfg(unix)]
+fn nonblocking(stream: impl std::os::fd::AsFd) -> std::io::Result<Option<Stdio>> {
+    use std::os::unix::fs::FileTypeExt;
+
+    let fd = stream.as_fd().try_clone_to_owned()?;
     let kind = std::fs::File::from(fd.try_clone()?).metadata()?.file_type();
     if kind.is_fifo() {
-        return Ok(Some(Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?)));
+        return Ok(Some(Stdio::Pipe(fd)));
     }
     if kind.is_socket() {
         let socket = std::os::unix::net::UnixStream::from(fd);
         socket.set_nonblocking(true)?;
-        return Ok(Some(Box::new(tokio::net::UnixStream::from_std(socket)?)));
+        return Ok(Some(Stdio::Socket(tokio::net::UnixStream::from_std(socket)?)));
     }
     Ok(None)
 }
