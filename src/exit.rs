@@ -41,3 +41,10 @@ pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {text}");
     ExitCode::from(code)
 }
+
+/// Whether `error` is a write to a stdout that nobody reads any more.
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

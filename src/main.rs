@@ -4,6 +4,15 @@
 //! returned an error, 2 usage, 3 not found, 4 unavailable. Errors are one
 //! line on stderr starting with `error:`.
 
+/// `println!` that hands back the write's error instead of panicking, so
+/// that a closed stdout (`polis status | head`) ends a command quietly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod cli;
 mod commands;
 mod exit;
@@ -25,6 +34,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
+        // Whoever read our output has stopped reading: that ends us quietly,
+        // as it ends git and ripgrep.
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => exit::report(&e),
     }
 }

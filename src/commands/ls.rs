@@ -14,23 +14,23 @@ pub(super) fn run(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
             "router": router,
             "nodes": listing.nodes,
         });
-        println!("{out}");
+        say!("{out}")?;
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("mesh   {}", mesh.root().display());
+    say!("mesh   {}", mesh.root().display())?;
     match &router {
-        Some(r) => println!("router pid {}, epoch {}", r.pid, r.epoch.unwrap_or(0)),
-        None => println!("router none"),
+        Some(r) => say!("router pid {}, epoch {}", r.pid, r.epoch.unwrap_or(0))?,
+        None => say!("router none")?,
     }
     if listing.nodes.is_empty() {
-        println!("no live nodes");
+        say!("no live nodes")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!();
-    println!("{:<9} {:<16} {:>8}  {:<20}  {:<36}  SERVICES", "ROLE", "NAME", "PID", "STARTED", "ID");
+    say!()?;
+    say!("{:<9} {:<16} {:>8}  {:<20}  {:<36}  SERVICES", "ROLE", "NAME", "PID", "STARTED", "ID")?;
     for n in &listing.nodes {
-        println!(
+        say!(
             "{:<9} {:<16} {:>8}  {:<20}  {:<36}  {}",
             n.role.to_string(),
             n.name,
@@ -38,7 +38,7 @@ pub(super) fn run(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
             n.started_at,
             n.id,
             n.services.join(",")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

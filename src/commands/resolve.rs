@@ -9,7 +9,7 @@ use crate::exit::{Failure, NOT_FOUND};
 pub(super) fn run(mesh: &MeshDir, name: &str) -> anyhow::Result<ExitCode> {
     match mesh.resolve(name)? {
         Some(record) => {
-            println!("{}", record.to_json());
+            say!("{}", record.to_json())?;
             Ok(ExitCode::SUCCESS)
         }
         None => Err(Failure::new(

@@ -30,10 +30,10 @@ pub(super) async fn run(
         Campaign::Lost => {
             let in_office = wait_for_router(&mesh).await?;
             if !args.standby {
-                println!("router in office: {}", describe(in_office.as_ref()));
+                say!("router in office: {}", describe(in_office.as_ref()))?;
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("standing by: router in office: {}", describe(in_office.as_ref()));
+            say!("standing by: router in office: {}", describe(in_office.as_ref()))?;
             let mesh = mesh.clone();
             tokio::task::spawn_blocking(move || mesh.standby()).await.context("standby task failed")??
         }
@@ -136,15 +136,14 @@ async fn restart(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
     };
     let watch = mesh.watch()?;
     let mut admin = super::rpc::admin(mesh).await?;
-    let reply =
-        admin.restart(polis_mesh::pb::RestartRequest {}).await.map_err(|s| super::rpc::failure(&s))?;
+    let reply = admin.restart(polis_mesh::pb::RestartRequest {}).await.map_err(super::rpc::status)?;
     let successor = reply.into_inner().successor_pid;
     let epoch = old.epoch.unwrap_or(0) + 1;
     let new = watch
         .wait_for(Duration::from_secs(30), || Ok(mesh.current_router()?.filter(|r| r.epoch >= Some(epoch))))
         .await?
         .context("the successor did not take office within 30 s")?;
-    println!("router restarted: pid {} (was {}), epoch {}", new.pid, old.pid, new.epoch.unwrap_or(0));
+    say!("router restarted: pid {} (was {}), epoch {}", new.pid, old.pid, new.epoch.unwrap_or(0))?;
     if new.pid != successor {
         tracing::warn!("another router ({}) took office, not the successor ({successor})", new.pid);
     }

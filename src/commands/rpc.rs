@@ -1,60 +1,35 @@
-//! Reaching the router from a command, and turning gRPC statuses into the
-//! contract's exit codes.
+//! Reaching the router from a command, and the one mapping of a frontend's
+//! errors ([`polis_client::ClientError`]) onto the contract's exit codes.
 
-use polis_client::{ConnectError, Launcher};
+use polis_client::{ClientError, ConnectError};
 use polis_discovery::MeshDir;
-use polis_mesh::pb::{admin_client::AdminClient, router_client::RouterClient};
+use polis_mesh::pb::admin_client::AdminClient;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::exit::{Failure, NOT_FOUND, REMOTE, UNAVAILABLE};
 
-/// A channel to the router; with `launch`, one is started if none runs.
-pub(crate) async fn channel(mesh: &MeshDir, launch: Option<&Launcher>) -> anyhow::Result<Channel> {
-    polis_client::connect(mesh, launch).await.map_err(|e| match e {
-        ConnectError::Discovery(e) => anyhow::Error::new(e),
-        other => Failure::new(UNAVAILABLE, other.to_string()).into(),
-    })
-}
-
-pub(crate) async fn router(
-    mesh: &MeshDir,
-    launch: Option<&Launcher>,
-) -> anyhow::Result<RouterClient<Channel>> {
-    Ok(RouterClient::new(channel(mesh, launch).await?))
-}
-
+/// The Admin service of the router in office; never launches one.
 pub(crate) async fn admin(mesh: &MeshDir) -> anyhow::Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(channel(mesh, None).await?))
+    let channel = polis_client::connect(mesh, None).await.map_err(|e| failure(e.into()))?;
+    Ok(AdminClient::new(channel))
 }
 
-/// The exit code and `error:` line for a status from the router.
-pub(crate) fn failure(status: &Status) -> Failure {
-    let code = match status.code() {
+/// The exit code and `error:` line for what went wrong.
+pub(crate) fn failure(error: ClientError) -> anyhow::Error {
+    let code = match error.code() {
         Code::NotFound => NOT_FOUND,
         Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
         _ => REMOTE,
     };
-    Failure::new(code, format!("{}: {}", code_name(status.code()), status.message()))
+    match error {
+        // A broken mesh directory says what to fix in its own words.
+        ClientError::Connect(ConnectError::Discovery(e)) | ClientError::Discovery(e) => e.into(),
+        other => Failure::new(code, other.to_string()).into(),
+    }
 }
 
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+/// [`failure`] for a status an Admin call returned: mapped like any call's,
+/// so a router killed mid-call is `UNAVAILABLE` here too.
+pub(crate) fn status(status: Status) -> anyhow::Error {
+    failure(status.into())
 }

@@ -12,50 +12,62 @@ use crate::cli::ModuleCommand;
 
 pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
     let mut admin = rpc::admin(mesh).await?;
-    let status = admin.status(pb::StatusRequest {}).await.map_err(|s| rpc::failure(&s))?.into_inner();
+    let status = admin.status(pb::StatusRequest {}).await.map_err(rpc::status)?.into_inner();
     if json {
-        println!("{}", status_json(&status));
+        say!("{}", status_json(&status))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "router   pid {}, epoch {}, up {}, id {}",
         status.pid,
         status.epoch,
         humantime::format_duration(Duration::from_secs(status.uptime_ms / 1000)),
         status.router_id
-    );
-    println!("mesh     {}", status.mesh_dir);
+    )?;
+    say!("mesh     {}", status.mesh_dir)?;
     if status.sessions.is_empty() {
-        println!("sessions none");
+        say!("sessions none")?;
     } else {
-        println!("sessions");
+        say!("sessions")?;
         for s in &status.sessions {
-            println!("  {:<16} pid {:<8} since {}  {}", s.name, s.pid, s.since, s.node_id);
+            say!("  {:<16} pid {:<8} since {}  {}", s.name, s.pid, s.since, s.node_id)?;
         }
     }
-    print_modules(&status.modules);
+    print_modules(&status.modules)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_modules(modules: &[pb::ModuleInfo]) {
+fn print_modules(modules: &[pb::ModuleInfo]) -> std::io::Result<()> {
     if modules.is_empty() {
-        println!("modules  none found on the search path");
-        return;
+        return say!("modules  none found on the search path");
     }
-    println!(
+    say!(
         "\n{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
-        "MODULE", "STATE", "PID", "VERSION", "PROTOCOL", "RESTARTS", "CALLS"
-    );
+        "MODULE",
+        "STATE",
+        "PID",
+        "VERSION",
+        "PROTOCOL",
+        "RESTARTS",
+        "CALLS"
+    )?;
     for m in modules {
         let pid = if m.pid == 0 { "-".to_owned() } else { m.pid.to_string() };
-        println!(
+        say!(
             "{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
-            m.name, m.state, pid, m.version, m.protocol, m.restarts, m.calls
-        );
+            m.name,
+            m.state,
+            pid,
+            m.version,
+            m.protocol,
+            m.restarts,
+            m.calls
+        )?;
         if !m.last_error.is_empty() {
-            println!("  last error: {}", m.last_error);
+            say!("  last error: {}", m.last_error)?;
         }
     }
+    Ok(())
 }
 
 fn module_json(m: &pb::ModuleInfo) -> serde_json::Value {
@@ -80,12 +92,12 @@ pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Re
     let mut admin = rpc::admin(mesh).await?;
     let info = match command {
         ModuleCommand::List(args) => {
-            let list = admin.list_modules(pb::ListModulesRequest {}).await.map_err(|s| rpc::failure(&s))?;
+            let list = admin.list_modules(pb::ListModulesRequest {}).await.map_err(rpc::status)?;
             let modules = list.into_inner().modules;
             if args.json {
-                println!("{}", serde_json::Value::Array(modules.iter().map(module_json).collect()));
+                say!("{}", serde_json::Value::Array(modules.iter().map(module_json).collect()))?;
             } else {
-                print_modules(&modules);
+                print_modules(&modules)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -93,9 +105,9 @@ pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Re
         ModuleCommand::Unload { name } => admin.unload_module(pb::ModuleRequest { name }).await,
         ModuleCommand::Reload { name } => admin.reload_module(pb::ModuleRequest { name }).await,
     };
-    let m = info.map_err(|s| rpc::failure(&s))?.into_inner();
+    let m = info.map_err(rpc::status)?.into_inner();
     let pid = if m.pid == 0 { String::new() } else { format!(", pid {}", m.pid) };
-    println!("{} {}{pid}", m.name, m.state);
+    say!("{} {}{pid}", m.name, m.state)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,13 +115,13 @@ pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Re
 pub(super) async fn stop(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
     let router = mesh.current_router()?;
     let mut admin = rpc::admin(mesh).await?;
-    admin.stop(pb::StopRequest {}).await.map_err(|s| rpc::failure(&s))?;
+    admin.stop(pb::StopRequest {}).await.map_err(rpc::status)?;
     let Some(router) = router else { return Ok(ExitCode::SUCCESS) };
     // Modules get their grace period first; a minute covers any sane one.
     let watch = mesh.watch()?;
     let gone =
         watch.wait_for(Duration::from_secs(60), || Ok(mesh.is_live(&router.id)?.then_some(()).xor(Some(()))));
     gone.await?.context("the router did not leave office within 60 s")?;
-    println!("router pid {} stopped", router.pid);
+    say!("router pid {} stopped", router.pid)?;
     Ok(ExitCode::SUCCESS)
 }

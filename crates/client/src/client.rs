@@ -1,4 +1,6 @@
-//! [`Client`]: a frontend's connection to its mesh.
+//! [`Client`]: a frontend's connection to its mesh: a node record, a
+//! session that keeps the router alive and re-attaches when it changes, and
+//! calls over [`crate::call`].
 
 use std::{
     path::PathBuf,
@@ -14,51 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, transport::Channel};
 
-use crate::connect::{self, ConnectError, Launcher};
-
-/// What can go wrong for a frontend.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// No router could be reached or launched.
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// The router or the module answered with an error.
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Call(#[from] Status),
-    /// A payload was not JSON.
-    #[error("the reply is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The mesh directory failed.
-    #[error(transparent)]
-    Discovery(#[from] polis_discovery::Error),
-}
-
-impl ClientError {
-    /// The gRPC code: `Unavailable` when no router could be had.
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            ClientError::Call(status) => status.code(),
-            ClientError::Connect(_) => tonic::Code::Unavailable,
-            ClientError::Json(_) => tonic::Code::Internal,
-            ClientError::Discovery(_) => tonic::Code::FailedPrecondition,
-        }
-    }
-}
-
-/// How to make one call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallOptions {
-    /// Give up after this long (the router enforces it); `None` is the router's default.
-    pub timeout: Option<Duration>,
-    /// The call is safe to repeat (it has no effect, or carries its own
-    /// idempotency key): while the router changes, it is retried instead of
-    /// failing with `UNAVAILABLE`.
-    pub idempotent: bool,
-}
-
-/// How long an idempotent call keeps retrying when it names no timeout.
-const RETRY_WINDOW: Duration = Duration::from_secs(10);
+use crate::{
+    CallOptions, CallStream, ClientError, call,
+    connect::{self, Launcher},
+};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -72,6 +33,7 @@ pub struct ClientOptions {
     /// Host the router inside this process when none runs (instead of
     /// launching one). When this frontend leaves, its router hands over: the
     /// modules go on to the next router, hosted by another frontend.
+    #[cfg(feature = "host")]
     pub host: Option<polis_node::router::RouterConfig>,
 }
 
@@ -79,7 +41,13 @@ impl ClientOptions {
     /// Options for a frontend called `name`, in the default mesh, launching
     /// `$POLIS_BIN` (else `polis`) when no router runs.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), mesh_dir: None, launch: Some(Launcher::from_env()), host: None }
+        Self {
+            name: name.into(),
+            mesh_dir: None,
+            launch: Some(Launcher::from_env()),
+            #[cfg(feature = "host")]
+            host: None,
+        }
     }
 }
 
@@ -89,6 +57,10 @@ impl ClientOptions {
 /// restarted), the session re-attaches by itself, launching a router if none
 /// is left. A call in flight at that moment fails with `UNAVAILABLE`; later
 /// calls go to the new router.
+///
+/// [`Client::close`] says goodbye and waits for it to be heard; a client
+/// that is dropped instead says goodbye (and stops a router it hosts) as
+/// long as the runtime runs on.
 #[derive(Debug)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -104,15 +76,8 @@ struct Shared {
     channel: Mutex<Channel>,
     guard: NodeGuard,
     closed: CancellationToken,
-    // std Mutex: set or taken, never held across an await.
-    hosted: Mutex<Option<Hosted>>,
-}
-
-/// A router running inside this process.
-#[derive(Debug)]
-struct Hosted {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    #[cfg(feature = "host")]
+    hosting: crate::host::Hosting,
 }
 
 impl Client {
@@ -121,8 +86,15 @@ impl Client {
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
         let path = options.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
         let mesh = MeshDir::open(path)?;
-        let mut hosted = None;
-        let (channel, router) = connect_or_host(&mesh, &options, &mut hosted).await?;
+        #[cfg(feature = "host")]
+        let hosting = crate::host::Hosting::default();
+        let (channel, router) = find_router(
+            &mesh,
+            &options,
+            #[cfg(feature = "host")]
+            &hosting,
+        )
+        .await?;
         let mut record = NodeRecord::new(Role::Frontend, options.name.clone());
         record.version = env!("CARGO_PKG_VERSION").to_owned();
         record.router = Some(router.id);
@@ -134,7 +106,8 @@ impl Client {
             channel: Mutex::new(channel),
             guard,
             closed: CancellationToken::new(),
-            hosted: Mutex::new(hosted),
+            #[cfg(feature = "host")]
+            hosting,
         });
         // The first session is opened before returning, so that the router
         // counts this frontend from the start.
@@ -148,8 +121,12 @@ impl Client {
         &self.shared.mesh
     }
 
-    fn router(&self) -> RouterClient<Channel> {
-        RouterClient::new(self.shared.channel.lock().expect("channel lock").clone())
+    fn channel(&self) -> Channel {
+        self.shared.channel.lock().expect("channel lock").clone()
+    }
+
+    fn caller(&self) -> String {
+        self.shared.record.lock().expect("record lock").id.to_string()
     }
 
     /// Calls `service.method` with a JSON payload; returns the reply's bytes.
@@ -172,28 +149,7 @@ impl Client {
         payload: Bytes,
         options: CallOptions,
     ) -> Result<Bytes, ClientError> {
-        let deadline = tokio::time::Instant::now() + options.timeout.unwrap_or(RETRY_WINDOW);
-        let mut backoff = Duration::from_millis(1);
-        loop {
-            let left =
-                options.timeout.map(|_| deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let request = self.request(service, method, payload.clone(), left);
-            match self.router().call(request).await.map_err(from_transport) {
-                Ok(reply) => return Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default()),
-                Err(status)
-                    if options.idempotent
-                        && status.code() == tonic::Code::Unavailable
-                        && tokio::time::Instant::now() + backoff < deadline =>
-                {
-                    tracing::debug!("retrying {service}.{method}: {}", status.message());
-                    tokio::time::sleep(backoff).await;
-                    // Short: a failover takes milliseconds, and waiting
-                    // longer than it would only add to the caller's gap.
-                    backoff = (backoff * 2).min(Duration::from_millis(5));
-                }
-                Err(status) => return Err(status.into()),
-            }
-        }
+        call::unary(|| self.channel(), &self.caller(), service, method, payload, options).await
     }
 
     /// Calls with JSON params and decodes the JSON reply.
@@ -229,79 +185,35 @@ impl Client {
         method: &str,
         params: &serde_json::Value,
     ) -> Result<CallStream, ClientError> {
-        let request = self.request(service, method, serde_json::to_vec(params)?.into(), None);
-        let items = self.router().call_stream(request).await.map_err(from_transport)?.into_inner();
-        Ok(CallStream { items })
+        let payload = serde_json::to_vec(params)?.into();
+        call::stream(self.channel(), &self.caller(), service, method, payload, None).await
     }
 
-    fn request(
-        &self,
-        service: &str,
-        method: &str,
-        data: Bytes,
-        timeout: Option<Duration>,
-    ) -> tonic::Request<pb::CallRequest> {
-        let caller = self.shared.record.lock().expect("record lock").id.to_string();
-        let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
-        let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data };
-        let call = pb::CallRequest {
-            service: service.into(),
-            method: method.into(),
-            payload: Some(payload),
-            timeout_ms,
-            caller,
-        };
-        let mut request = tonic::Request::new(call);
-        if let Some(t) = timeout {
-            // The router keeps the deadline; this guards against a router that hangs.
-            request.set_timeout(t + Duration::from_secs(1));
-        }
-        request
-    }
-
-    /// Says goodbye to the router and unpublishes this frontend.
+    /// Says goodbye to the router, unpublishes this frontend, and waits for
+    /// a router hosted here to hand over.
     pub async fn close(mut self) {
         self.shared.closed.cancel();
         if let Some(session) = self.session.take() {
             let _ = session.await;
         }
-        let hosted = self.shared.hosted.lock().expect("hosted lock").take();
-        if let Some(hosted) = hosted {
-            hosted.stop.cancel();
-            let _ = hosted.task.await;
-        }
+        #[cfg(feature = "host")]
+        self.shared.hosting.stop().await;
     }
 
     /// Whether the router this client uses runs inside this process.
+    #[cfg(feature = "host")]
     pub fn hosts_router(&self) -> bool {
-        self.shared.hosted.lock().expect("hosted lock").as_ref().is_some_and(|h| !h.task.is_finished())
+        self.shared.hosting.is_serving()
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Without close(), the session task still says goodbye if the runtime lives on.
+        // Without close(), the session task still says goodbye, and a hosted
+        // router hands over, if the runtime lives on.
         self.shared.closed.cancel();
-    }
-}
-
-/// The items of a streaming call.
-#[derive(Debug)]
-pub struct CallStream {
-    items: tonic::Streaming<pb::CallReply>,
-}
-
-impl CallStream {
-    /// The next item; `None` at the end of the stream.
-    pub async fn next(&mut self) -> Option<Result<serde_json::Value, ClientError>> {
-        match self.items.message().await {
-            Ok(Some(reply)) => {
-                let data = reply.payload.map(|p| p.data).unwrap_or_default();
-                Some(serde_json::from_slice(&data).map_err(ClientError::from))
-            }
-            Ok(None) => None,
-            Err(status) => Some(Err(from_transport(status).into())),
-        }
+        #[cfg(feature = "host")]
+        self.shared.hosting.cancel();
     }
 }
 
@@ -383,11 +295,7 @@ impl Shared {
         let mut backoff = Duration::from_millis(10);
         loop {
             let attempt = async {
-                let mut hosted = None;
-                let (channel, router) = connect_or_host(&self.mesh, &self.options, &mut hosted).await?;
-                if hosted.is_some() {
-                    *self.hosted.lock().expect("hosted lock") = hosted;
-                }
+                let (channel, router) = self.find_router().await?;
                 *self.channel.lock().expect("channel lock") = channel;
                 let record = {
                     let mut record = self.record.lock().expect("record lock");
@@ -413,72 +321,28 @@ impl Shared {
     }
 }
 
-/// The router in office, or one hosted here (when the options allow and
-/// this process wins the election), or one launched.
-async fn connect_or_host(
+impl Shared {
+    async fn find_router(&self) -> Result<(Channel, NodeRecord), ClientError> {
+        find_router(
+            &self.mesh,
+            &self.options,
+            #[cfg(feature = "host")]
+            &self.hosting,
+        )
+        .await
+    }
+}
+
+/// The router in office; or, when this frontend may host one, one hosted
+/// here if it wins the election; or one launched.
+async fn find_router(
     mesh: &MeshDir,
     options: &ClientOptions,
-    hosted: &mut Option<Hosted>,
+    #[cfg(feature = "host")] hosting: &crate::host::Hosting,
 ) -> Result<(Channel, NodeRecord), ClientError> {
-    let Some(config) = &options.host else {
-        return Ok(connect::connect_with_record(mesh, options.launch.as_ref()).await?);
-    };
-    let watch = mesh.watch()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(router) = mesh.current_router()? {
-            return Ok((connect::dial(&router).await?, router));
-        }
-        if let polis_discovery::Campaign::Won(term) = mesh.campaign()? {
-            let stop = CancellationToken::new();
-            let task = tokio::spawn({
-                let (config, stop) = (config.clone(), stop.clone());
-                async move {
-                    if let Err(e) = polis_node::router::serve(term, config, stop).await {
-                        tracing::error!("the hosted router failed: {e}");
-                    }
-                }
-            });
-            *hosted = Some(Hosted { stop, task });
-            let router = watch.wait_for(Duration::from_secs(10), || mesh.current_router()).await?;
-            let router = router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?;
-            return Ok((connect::dial(&router).await?, router));
-        }
-        // Another holds the office: it publishes soon, or it is leaving and
-        // the office comes free. Either way, look again.
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Status::unavailable("no router took office within 10 s").into());
-        }
-        tokio::select! {
-            () = watch.changed() => {}
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
+    #[cfg(feature = "host")]
+    if let Some(config) = &options.host {
+        return hosting.connect(mesh, config).await;
     }
-}
-
-/// A status made by the transport, not sent by the router (the connection
-/// broke mid-call, or nobody listens), is the router being unavailable:
-/// tonic reports some of these as `UNKNOWN`.
-fn from_transport(status: Status) -> Status {
-    let from_transport = std::error::Error::source(&status).is_some();
-    if from_transport
-        && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled)
-    {
-        Status::unavailable(format!("the router went away during the call ({})", status.message()))
-    } else {
-        status
-    }
-}
-
-/// `UNAVAILABLE`, `NOT_FOUND`…: the names the CLI prints too.
-fn code_name(code: tonic::Code) -> String {
-    let camel = format!("{code:?}");
-    let mut name = String::new();
-    for (i, c) in camel.char_indices() {
-        if c.is_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
+    Ok(connect::connect_with_record(mesh, options.launch.as_ref()).await?)
 }

@@ -13,13 +13,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate sits above `polis-node` (DESIGN.md §3) but uses only the wire
-//! types and the directory for calls and sessions, never the router's
-//! internals. The Lua module for Neovim is a separate cdylib crate on top of
-//! this one, so that test binaries never link Lua.
+//! Calls and sessions use only the wire types and the directory, never the
+//! router's internals. Only the `host` feature (a router hosted inside the
+//! frontend's process) links `polis-node`; the Lua module for Neovim leaves
+//! it off, and is a separate cdylib crate so that test binaries never link
+//! Lua.
+//!
+//! # Layout
+//! - `connect`: finding the router, launching one under `spawn.lock`.
+//! - `call`: the one request path: deadlines, idempotent retries, streams;
+//!   [`Caller`] for a script's one-shot calls.
+//! - `client`: [`Client`], a frontend with a session.
+//! - `error`: [`ClientError`], the one mapping of what went wrong.
+//! - `host` (feature `host`): a router hosted in this process.
 
+mod call;
 mod client;
 mod connect;
+mod error;
+#[cfg(feature = "host")]
+mod host;
 
-pub use client::{CallOptions, CallStream, Client, ClientError, ClientOptions};
+pub use call::{CallOptions, CallStream, Caller};
+pub use client::{Client, ClientOptions};
 pub use connect::{ConnectError, Launcher, connect, dial};
+pub use error::{ClientError, code_name};

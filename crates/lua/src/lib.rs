@@ -271,15 +271,7 @@ fn error_text(err: ClientError) -> String {
     match err {
         // Its text starts with the code already.
         err @ ClientError::Call(_) => err.to_string(),
-        other => {
-            let code = match other.code() {
-                tonic::Code::Unavailable => "UNAVAILABLE",
-                tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-                tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-                _ => "INTERNAL",
-            };
-            format!("{code}: {other}")
-        }
+        other => format!("{}: {other}", polis_client::code_name(other.code())),
     }
 }
 

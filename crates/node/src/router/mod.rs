@@ -124,7 +124,10 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         .add_service(InterceptedService::new(health_service, check))
         .add_service(InterceptedService::new(reflection, check))
         .serve_with_incoming_shutdown(listener.incoming(), stop_accepting.clone().cancelled_owned());
-    let server = tokio::spawn(server);
+    // Owned, not detached: an early return or a drain that times out must
+    // not leave the server running after `serve` (a router hosted in a
+    // frontend would outlive its term).
+    let mut server = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(server));
 
     let node = mesh.publish(&record)?;
     term.publish_router(&record)?;
@@ -160,11 +163,16 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     }
     tasks.close();
     tasks.wait().await;
-    let served = match tokio::time::timeout(DRAIN, server).await {
+    let served = match tokio::time::timeout(DRAIN, &mut server).await {
         Ok(Ok(served)) => served.map_err(Error::from),
         Ok(Err(join)) => Err(Error::Task(join.to_string())),
-        // Clients still connected; their calls have failed already.
-        Err(_) => Ok(()),
+        // Clients still connected; their calls have failed already. Their
+        // connections end with the server's task.
+        Err(_) => {
+            server.abort();
+            let _ = server.await;
+            Ok(())
+        }
     };
     drop(node);
     drop(term);

@@ -1,0 +1,110 @@
+//! [`ClientError`], the one mapping of what went wrong for a frontend, and
+//! the gRPC code names that every polis frontend prints.
+
+use tonic::{Code, Status};
+
+use crate::connect::ConnectError;
+
+/// What can go wrong for a frontend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No router could be reached or launched.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The router or the module answered with an error, or the router went
+    /// away during the call (then the code is `UNAVAILABLE`).
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Call(Status),
+    /// A payload was not JSON.
+    #[error("the reply is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The mesh directory failed.
+    #[error(transparent)]
+    Discovery(#[from] polis_discovery::Error),
+}
+
+impl ClientError {
+    /// The gRPC code: `Unavailable` when no router could be had.
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::Call(status) => status.code(),
+            ClientError::Connect(_) => Code::Unavailable,
+            ClientError::Json(_) => Code::Internal,
+            ClientError::Discovery(_) => Code::FailedPrecondition,
+        }
+    }
+}
+
+/// A status becomes a `Call` error through [`from_transport`], so that every
+/// path (unary calls, streams, sessions, admin calls) reports a broken
+/// connection the same way.
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::Call(from_transport(status))
+    }
+}
+
+/// A status made by the transport, not sent by the router (the connection
+/// broke mid-call, or nobody listens), is the router being unavailable:
+/// tonic reports some of these as `UNKNOWN` ("transport error") or
+/// `CANCELLED`, which a caller cannot tell from a module's own answer.
+pub(crate) fn from_transport(status: Status) -> Status {
+    let from_transport = std::error::Error::source(&status).is_some();
+    if from_transport && matches!(status.code(), Code::Unknown | Code::Unavailable | Code::Cancelled) {
+        Status::unavailable(format!("the router went away during the call ({})", status.message()))
+    } else {
+        status
+    }
+}
+
+/// The name of a gRPC code as the protocol spells it: `UNAVAILABLE`,
+/// `NOT_FOUND`, `DEADLINE_EXCEEDED`….
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_the_router_sent_keeps_its_code_and_message() {
+        let err = ClientError::from(Status::not_found("no module named x"));
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.to_string(), "NOT_FOUND: no module named x");
+    }
+
+    #[test]
+    fn a_status_made_by_a_broken_transport_is_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let mut status = Status::unknown("transport error");
+        status.set_source(std::sync::Arc::new(io));
+        let err = ClientError::from(status);
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(err.to_string().starts_with("UNAVAILABLE: the router went away"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_error_from_a_module_stays_unknown() {
+        assert_eq!(ClientError::from(Status::unknown("the module said so")).code(), Code::Unknown);
+    }
+}

@@ -1,0 +1,91 @@
+//! A router hosted inside the frontend's own process (feature `host`): when
+//! no router is in office and this process wins the election, it serves the
+//! mesh itself, and hands over when the frontend leaves. The only part of
+//! this crate that links the router.
+
+use std::{sync::Mutex, time::Duration};
+
+use polis_discovery::{Campaign, Discovery, MeshDir, NodeRecord};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, transport::Channel};
+
+use crate::{ClientError, connect};
+
+/// The router this process hosts, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Hosting {
+    // std Mutex: set or taken, never held across an await.
+    router: Mutex<Option<Hosted>>,
+}
+
+#[derive(Debug)]
+struct Hosted {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hosting {
+    /// The router in office, or one hosted here when this process wins the
+    /// election.
+    pub(crate) async fn connect(
+        &self,
+        mesh: &MeshDir,
+        config: &polis_node::router::RouterConfig,
+    ) -> Result<(Channel, NodeRecord), ClientError> {
+        let watch = mesh.watch()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(router) = mesh.current_router()? {
+                return Ok((connect::dial(&router).await?, router));
+            }
+            if let Campaign::Won(term) = mesh.campaign()? {
+                let stop = CancellationToken::new();
+                let task = tokio::spawn({
+                    let (config, stop) = (config.clone(), stop.clone());
+                    async move {
+                        if let Err(e) = polis_node::router::serve(term, config, stop).await {
+                            tracing::error!("the hosted router failed: {e}");
+                        }
+                    }
+                });
+                *self.router.lock().expect("hosting lock") = Some(Hosted { stop, task });
+                let router = watch.wait_for(Duration::from_secs(10), || mesh.current_router()).await?;
+                let router = router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?;
+                return Ok((connect::dial(&router).await?, router));
+            }
+            // Another holds the office: it publishes soon, or it is leaving
+            // and the office comes free. Either way, look again.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable("no router took office within 10 s").into());
+            }
+            tokio::select! {
+                () = watch.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    /// Whether a router hosted here is serving.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.router.lock().expect("hosting lock").as_ref().is_some_and(|h| !h.task.is_finished())
+    }
+
+    /// Tells the hosted router to hand over and leave, without waiting: what
+    /// a dropped client can still do. It leaves while the runtime runs on; if
+    /// the process exits first, the kernel releases its locks and a standby
+    /// takes office at once.
+    pub(crate) fn cancel(&self) {
+        if let Some(hosted) = self.router.lock().expect("hosting lock").as_ref() {
+            hosted.stop.cancel();
+        }
+    }
+
+    /// Hands over and waits until the hosted router has left office.
+    pub(crate) async fn stop(&self) {
+        let hosted = self.router.lock().expect("hosting lock").take();
+        if let Some(hosted) = hosted {
+            hosted.stop.cancel();
+            let _ = hosted.task.await;
+        }
+    }
+}
