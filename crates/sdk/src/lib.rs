@@ -6,7 +6,7 @@
 //! author only writes handlers.
 //!
 //! ```no_run
-//! use polis_node::sdk::{Call, Items, Module};
+//! use polis_sdk::{Call, Items, Module};
 //! use serde_json::json;
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -128,7 +128,7 @@ impl Module {
     /// the last handler.
     ///
     /// ```
-    /// # use polis_node::sdk::{Call, Module, ModuleError};
+    /// # use polis_sdk::{Call, Module, ModuleError};
     /// Module::new("greeter", "0.1.0").method("hello", |call: Call| async move {
     ///     let who: String = call.param("name")?;
     ///     Ok::<_, ModuleError>(format!("hello, {who}"))
@@ -153,7 +153,7 @@ impl Module {
     /// the caller as soon as it is sent.
     ///
     /// ```
-    /// # use polis_node::sdk::{Call, Items, Module};
+    /// # use polis_sdk::{Call, Items, Module};
     /// Module::new("ticker", "0.1.0").stream("ticks", |_call: Call, items: Items| async move {
     ///     for tick in ["tick", "tock"] {
     ///         items.send(tick).await?;
