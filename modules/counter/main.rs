@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use polis_node::sdk::{Call, Module};
+use polis_sdk::{Call, Module};
 
 /// How many idempotency keys are remembered.
 const KEYS_KEPT: usize = 100_000;

@@ -2,7 +2,7 @@
 //!
 //! Copy this file to start a module of your own. A module is an ordinary
 //! program: the router starts it when a call for its service arrives and
-//! talks to it over stdin and stdout. The SDK (`polis_node::sdk`) speaks
+//! talks to it over stdin and stdout. The SDK (`polis_sdk`) speaks
 //! that protocol; all a module does is name its methods and write one async
 //! function per method.
 //!
@@ -17,7 +17,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use polis_node::sdk::{Call, Items, Module, ModuleError};
+use polis_sdk::{Call, Items, Module, ModuleError};
 use serde_json::{Value, json};
 
 // A current-thread runtime is plenty: handlers wait, they do not compute.

@@ -1,6 +1,6 @@
 //! The polis node runtime: the router (election, gRPC services, routing,
-//! lifecycle), the module host (manifests, spawning, supervision), and the
-//! module SDK.
+//! lifecycle) and the module host (manifests, spawning, supervision). The
+//! module SDK is `polis-sdk`, so that a module binary never links the router.
 //!
 //! This crate owns process and lifecycle policy. It must not install signal
 //! handlers (the binary does, and passes a cancellation token down), and it
@@ -10,13 +10,11 @@
 //! - [`manifest`]: `module.toml`, the search path, dependency order.
 //! - `host`: starting, linking, supervising and stopping modules.
 //! - [`router`]: the gRPC services and the router's life.
-//! - [`sdk`]: what a module written in Rust links against.
 //! - `testing` (feature `testing`): a harness for tests with several routers.
 
 mod host;
 pub mod manifest;
 pub mod router;
-pub mod sdk;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -6,7 +6,7 @@
 //! author only writes handlers.
 //!
 //! ```no_run
-//! use polis_node::sdk::{Call, Items, Module};
+//! use polis_sdk::{Call, Items, Module};
 //! use serde_json::json;
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -26,6 +26,22 @@
 //! }
 //! ```
 //!
+//! This crate must never depend on `polis-node` or anything else of the
+//! router: a module binary starts on every cold call, so it links this crate
+//! and nothing of the router. It speaks only the frames of `polis_mesh` and
+//! publishes its record with `polis_discovery`.
+//!
+//! # Layout
+//! - [`Module`] (here): the builder of a module and its entry points.
+//! - `call`: what a handler gets ([`Call`], [`Items`]) and may fail with
+//!   ([`ModuleError`]).
+//! - `links`: the loop over links: serve a router, and when it goes away,
+//!   wait for the next and re-attach to it.
+//! - `session`: one link's session: the handshake, one task per request,
+//!   `Cancel`, `Shutdown` with its grace, the one writer of frames.
+//! - `bridge`: a router's `AttachModule` stream as an in-memory byte stream.
+//! - `stdio`: stdin and stdout as non-blocking pipes or sockets.
+//!
 //! # The frames link, module side
 //! - stdout carries frames only; log to stderr, which the router keeps.
 //! - The module sends `Hello` first and waits for `Welcome`, which carries
@@ -39,15 +55,16 @@
 //! - `Shutdown{grace_ms}` stops new requests and gives in-flight ones
 //!   `grace_ms` to finish; then [`Module::run`] returns.
 //! - When the router goes away (end of stdin), in-flight handlers are
-//!   dropped and [`Module::run`] returns.
-//!
-//! This module must not depend on the router: it speaks only the frames of
-//! `polis_mesh` and publishes its record with `polis_discovery`.
+//!   dropped; the module waits up to [`Module::reattach_wait`] for the
+//!   next router and re-attaches to it, or [`Module::run`] returns.
 
 #![warn(missing_docs)]
 
+mod bridge;
 mod call;
-mod link;
+mod links;
+mod session;
+mod stdio;
 
 use std::{
     collections::HashMap, fmt, future::Future, path::PathBuf, pin::Pin, process::ExitCode, sync::Arc,
@@ -59,7 +76,6 @@ use polis_mesh::pb::Payload;
 use serde::Serialize;
 
 pub use call::{Call, Items, ModuleError};
-pub use link::LinkError;
 /// gRPC status codes, for [`ModuleError::new`].
 pub use tonic::Code;
 
@@ -68,6 +84,21 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// How long a module waits for a new router by default.
 const DEFAULT_REATTACH_WAIT: Duration = Duration::from_secs(5);
 
+/// Frames waiting for the writer; senders wait when it is full.
+const OUTBOX: usize = 64;
+
+/// Why a module stopped serving before the router said `Shutdown`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The router did not answer `Hello` with a valid `Welcome`.
+    #[error("handshake failed: {0} (modules are started by a polis router, not by hand)")]
+    Handshake(String),
+    /// A frame could not be read or written.
+    #[error("router link failed: {0}")]
+    Frame(#[from] polis_mesh::codec::FrameError),
+}
+
 /// A type-erased handler: the payload of a unary reply, or `None` after a
 /// stream's last item.
 type Handler = Arc<dyn Fn(Call, Items) -> BoxFuture<Result<Option<Payload>, ModuleError>> + Send + Sync>;
@@ -75,7 +106,7 @@ type Handler = Arc<dyn Fn(Call, Items) -> BoxFuture<Result<Option<Payload>, Modu
 /// A module: its name, version and methods, and the loop that serves them.
 ///
 /// Build it with [`Module::new`], add handlers with [`Module::method`] and
-/// [`Module::stream`], then [`Module::run`] it. See the [module docs](self).
+/// [`Module::stream`], then [`Module::run`] it. See the [crate docs](crate).
 #[derive(Clone)]
 pub struct Module {
     name: String,
@@ -128,7 +159,7 @@ impl Module {
     /// the last handler.
     ///
     /// ```
-    /// # use polis_node::sdk::{Call, Module, ModuleError};
+    /// # use polis_sdk::{Call, Module, ModuleError};
     /// Module::new("greeter", "0.1.0").method("hello", |call: Call| async move {
     ///     let who: String = call.param("name")?;
     ///     Ok::<_, ModuleError>(format!("hello, {who}"))
@@ -153,7 +184,7 @@ impl Module {
     /// the caller as soon as it is sent.
     ///
     /// ```
-    /// # use polis_node::sdk::{Call, Items, Module};
+    /// # use polis_sdk::{Call, Items, Module};
     /// Module::new("ticker", "0.1.0").stream("ticks", |_call: Call, items: Items| async move {
     ///     for tick in ["tick", "tock"] {
     ///         items.send(tick).await?;
@@ -186,7 +217,7 @@ impl Module {
         self.mesh_dir = std::env::var_os("POLIS_MESH_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
         self.read_reattach_wait();
         let name = self.name.clone();
-        match self.serve(link::stdin(), link::stdout()).await {
+        match self.serve(stdio::stdin(), stdio::stdout()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{name}: {err}");

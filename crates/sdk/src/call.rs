@@ -61,7 +61,7 @@ impl Call {
     /// handler hands elsewhere, and for stopping at the deadline.
     ///
     /// ```
-    /// # use polis_node::sdk::{Call, Module, ModuleError};
+    /// # use polis_sdk::{Call, Module, ModuleError};
     /// Module::new("sleeper", "0.1.0").method("nap", |call: Call| async move {
     ///     tokio::select! {
     ///         () = tokio::time::sleep(std::time::Duration::from_secs(1)) => Ok("rested"),
@@ -174,7 +174,7 @@ impl ModuleError {
     /// An error with any code: a [`Code`] or its number.
     ///
     /// ```
-    /// # use polis_node::sdk::{Code, ModuleError};
+    /// # use polis_sdk::{Code, ModuleError};
     /// assert_eq!(ModuleError::new(Code::NotFound, "no such key"), ModuleError::new(5, "no such key"));
     /// ```
     pub fn new(code: impl Into<i32>, message: impl Into<String>) -> Self {

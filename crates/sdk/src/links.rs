@@ -1,0 +1,200 @@
+//! The loop over links: serve a router until it says `Shutdown`; when it
+//! goes away instead, wait for the next one and re-attach to it with the
+//! module's state and node record, or exit.
+
+use std::{sync::Arc, time::Duration};
+
+use polis_discovery::{Discovery, MeshDir, NodeGuard, NodeRecord, Role};
+use polis_mesh::codec::{FrameCodec, FrameReader, FrameWriter};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
+use uuid::Uuid;
+
+use crate::{
+    LinkError, Module,
+    bridge::Bridge,
+    session::{self, End, Session},
+};
+
+/// What the module does when the router goes away without `Shutdown`.
+enum AfterLinkLoss {
+    /// Stop serving: [`Module::run`] returns.
+    Exit,
+    /// Serve the next router over this bridge.
+    Reattach(Bridge),
+}
+
+/// How serving one link ended, for the loop over links.
+enum LinkEnd {
+    /// Done: `Shutdown` was served.
+    Done,
+    /// The router with this id went away.
+    Lost { router_id: String },
+}
+
+/// Handshakes failing in a row on re-attach before the module gives up.
+const REATTACH_TRIES: u32 = 5;
+
+impl Module {
+    /// Serves one router over `reader` (frames from the router) and
+    /// `writer` (frames to it) until it says `Shutdown`. When the router goes
+    /// away instead, the module waits for the next one and re-attaches to it
+    /// over its socket, keeping its state, or returns if none comes.
+    ///
+    /// [`Module::run`] calls this with stdin and stdout; tests and other
+    /// transports can pass any byte streams.
+    pub async fn serve<R, W>(self, reader: R, writer: W) -> Result<(), LinkError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let mut record = None;
+        let end = self.serve_link(reader, writer, &node_id, false, &mut record).await?;
+        self.serve_after(end, &node_id, &mut record).await
+    }
+
+    /// Attaches to the mesh's router (see [`Module::attach`]) and serves it.
+    pub(super) async fn serve_attached(self) -> Result<(), LinkError> {
+        let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let mut record = None;
+        // No router was ours yet: any live router will do.
+        self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut record).await
+    }
+
+    /// The loop over links: after each loss, the next router.
+    async fn serve_after(
+        &self,
+        mut end: LinkEnd,
+        node_id: &str,
+        record: &mut Option<NodeGuard>,
+    ) -> Result<(), LinkError> {
+        let mut failures = 0;
+        loop {
+            let LinkEnd::Lost { router_id } = end else { return Ok(()) };
+            let mut bridge = match self.after_link_loss(&router_id).await {
+                AfterLinkLoss::Exit => return Ok(()),
+                AfterLinkLoss::Reattach(bridge) => bridge,
+            };
+            let (reader, writer) = bridge.take_module_side();
+            end = match self.serve_link(reader, writer, node_id, true, record).await {
+                Ok(end) => {
+                    failures = 0;
+                    end
+                }
+                Err(LinkError::Handshake(why)) if failures + 1 < REATTACH_TRIES => {
+                    failures += 1;
+                    eprintln!("{}: re-attach failed: {why}; trying again", self.name);
+                    LinkEnd::Lost { router_id }
+                }
+                Err(err) => return Err(err),
+            };
+            drop(bridge);
+        }
+    }
+
+    /// Handshakes and serves one link, publishing (or updating) the node record.
+    async fn serve_link<R, W>(
+        &self,
+        reader: R,
+        writer: W,
+        node_id: &str,
+        resumed: bool,
+        record: &mut Option<NodeGuard>,
+    ) -> Result<LinkEnd, LinkError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let codec = FrameCodec::default();
+        let mut reader = FrameReader::new(reader, codec);
+        let mut writer = FrameWriter::new(writer, codec);
+
+        let welcome = session::handshake(self, &mut reader, &mut writer, node_id, resumed).await?;
+        // Kept across links: dropping it unpublishes the record.
+        match record {
+            Some(guard) => {
+                if let Some(updated) = self.record(node_id, &welcome.router_id) {
+                    let _ = guard.update(&updated);
+                }
+            }
+            None => *record = self.publish(node_id, &welcome.router_id),
+        }
+
+        let mut session = Session::start(self.clone(), writer, Arc::new(welcome.config));
+        let end = session.serve(&mut reader).await;
+        let result = match end {
+            End::Shutdown(grace) => {
+                session.drain(&mut reader, grace).await;
+                Ok(LinkEnd::Done)
+            }
+            End::Lost => Ok(LinkEnd::Lost { router_id: welcome.router_id }),
+            End::Failed(err) => Err(err.into()),
+        };
+        session.close().await;
+        result
+    }
+
+    /// Decides what to do when the router goes away without `Shutdown`:
+    /// wait up to [`Module::reattach_wait`] for another live router in the
+    /// mesh, and attach to it. Without a mesh directory, or when none comes,
+    /// the module exits.
+    async fn after_link_loss(&self, old_router: &str) -> AfterLinkLoss {
+        let Some(dir) = &self.mesh_dir else { return AfterLinkLoss::Exit };
+        let Ok(mesh) = MeshDir::open(dir) else { return AfterLinkLoss::Exit };
+        let Ok(watch) = mesh.watch() else { return AfterLinkLoss::Exit };
+        let deadline = Instant::now() + self.reattach_wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = watch
+                .wait_for(left, || Ok(mesh.current_router()?.filter(|r| r.id.to_string() != old_router)))
+                .await;
+            let Ok(Some(router)) = next else {
+                eprintln!("{}: no router came within {:?}; exiting", self.name, self.reattach_wait);
+                return AfterLinkLoss::Exit;
+            };
+            match Bridge::connect(&router, self.name.clone()).await {
+                Ok(bridge) => return AfterLinkLoss::Reattach(bridge),
+                // It may not listen yet, or already be gone: look again.
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("{}: cannot reach router {}: {err}", self.name, router.id);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => return AfterLinkLoss::Exit,
+            }
+        }
+    }
+
+    /// This module's node record, attached to `router_id`.
+    fn record(&self, node_id: &str, router_id: &str) -> Option<NodeRecord> {
+        let id = Uuid::parse_str(node_id).ok()?;
+        let mut record = NodeRecord::new(Role::Module, self.name.clone());
+        record.id = id;
+        record.services = vec![self.name.clone()];
+        record.version = self.version.clone();
+        record.router = Uuid::parse_str(router_id).ok();
+        Some(record)
+    }
+
+    /// Publishes this module's node record when a mesh directory is set.
+    /// Failing to is worth a warning, not an exit: calls still work.
+    fn publish(&self, node_id: &str, router_id: &str) -> Option<NodeGuard> {
+        let dir = self.mesh_dir.as_ref()?;
+        let published = (|| {
+            let record = self
+                .record(node_id, router_id)
+                .ok_or_else(|| format!("node id {node_id:?} is not a UUID"))?;
+            let mesh = MeshDir::open(dir).map_err(|err| err.to_string())?;
+            mesh.publish(&record).map_err(|err| err.to_string())
+        })();
+        match published {
+            Ok(guard) => Some(guard),
+            Err(err) => {
+                eprintln!("{}: warning: not published in {}: {err}", self.name, dir.display());
+                None
+            }
+        }
+    }
+}
