@@ -58,7 +58,6 @@
 //!   dropped; the module waits up to [`Module::reattach_wait`] for the
 //!   next router and re-attaches to it, or [`Module::run`] returns.
 
-
 mod bridge;
 mod call;
 mod links;
