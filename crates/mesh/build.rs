@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["polis/v1/payload.proto", "polis/v1/frame.proto", "polis/v1/router.proto"];
+    let files =
+        ["polis/v1/payload.proto", "polis/v1/session.proto", "polis/v1/frame.proto", "polis/v1/router.proto"];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

@@ -235,7 +235,12 @@ impl Shared {
             let record = self.record.lock().expect("record lock");
             (record.id.to_string(), record.name.clone())
         };
-        let hello = pb::SessionHello { node_id, name, pid: std::process::id() };
+        let hello = pb::SessionHello {
+            node_id,
+            name,
+            pid: std::process::id(),
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        };
         let _ = tx.send(up(session_up::Kind::Hello(hello))).await;
         let channel = self.channel.lock().expect("channel lock").clone();
         let mut down = RouterClient::new(channel).session(ReceiverStream::new(rx)).await?.into_inner();

@@ -1,6 +1,7 @@
 //! The polis wire protocol: the generated protobuf types and gRPC stubs, the
-//! length-delimited frame codec spoken between router and modules, and the
-//! local-socket transport that carries gRPC on one machine.
+//! length-delimited frame codec spoken on every link (router and modules,
+//! frontends and router), and the local-socket transport that carries frame
+//! sessions and gRPC on one machine.
 //!
 //! This crate knows bytes, frames and sockets. It must not know about the
 //! mesh directory, processes or any policy: those live in `polis-discovery`
@@ -9,9 +10,12 @@
 //! # Layout
 //! - [`pb`]: generated messages (`polis.v1`) and tonic clients and servers.
 //! - [`codec`]: frames as `u32` big-endian length + protobuf, with a size limit.
-//! - [`transport`]: listen and connect on a local socket, for tonic.
+//! - [`preamble`]: the first bytes of a frame session on `router.sock`.
+//! - [`transport`]: listen and connect on a local socket; tell a frame
+//!   session from gRPC by its first bytes.
 
 pub mod codec;
+pub mod preamble;
 pub mod transport;
 
 /// Generated protobuf messages and gRPC services of `polis.v1`.
@@ -21,6 +25,28 @@ pub mod pb {
 
     /// The encoded `FileDescriptorSet` of the polis protos, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/polis_descriptor.bin"));
+
+    impl Frame {
+        /// The name of this frame's kind, as `frame.proto` spells it, for messages.
+        pub fn kind_name(&self) -> &'static str {
+            use frame::Kind;
+            match &self.kind {
+                Some(Kind::Hello(_)) => "Hello",
+                Some(Kind::Welcome(_)) => "Welcome",
+                Some(Kind::Request(_)) => "Request",
+                Some(Kind::Reply(_)) => "Reply",
+                Some(Kind::Cancel(_)) => "Cancel",
+                Some(Kind::Shutdown(_)) => "Shutdown",
+                Some(Kind::SessionHello(_)) => "SessionHello",
+                Some(Kind::SessionWelcome(_)) => "SessionWelcome",
+                Some(Kind::Keepalive(_)) => "Keepalive",
+                Some(Kind::Goodbye(_)) => "Goodbye",
+                Some(Kind::Leaving(_)) => "RouterLeaving",
+                Some(Kind::Error(_)) => "Error",
+                None => "empty",
+            }
+        }
+    }
 }
 
 /// The frame protocol version this build speaks, sent in `Hello`.

@@ -4,7 +4,8 @@
 //! [`LocalListener::incoming`] feeds tonic's `serve_with_incoming`;
 //! [`connect_channel`] gives a tonic [`Channel`]. Each accepted connection
 //! carries its peer's credentials as [`PeerInfo`], which the router uses to
-//! refuse other users.
+//! refuse other users. [`sniff`] tells a frame session from gRPC by the
+//! first bytes of a connection, so that both share one socket.
 
 use std::{
     io,
@@ -18,7 +19,7 @@ use interprocess::local_socket::{
     GenericFilePath, ListenerOptions, ToFsName,
     tokio::{Listener, Stream, prelude::*},
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_stream::Stream as AsyncStream;
 use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
 
@@ -200,6 +201,97 @@ impl AsyncWrite for LocalConn {
     }
 }
 
+/// What a connection to the router is, told by its first bytes.
+#[derive(Debug)]
+pub enum Opened {
+    /// A frame session: its preamble (announcing `version`) has been read,
+    /// and is the caller's to answer.
+    Frames {
+        /// The connection, positioned after the preamble.
+        conn: LocalConn,
+        /// The version the peer announced.
+        version: u16,
+    },
+    /// Anything else, taken for HTTP/2: the bytes read so far are read
+    /// again first, so tonic sees the whole client preface.
+    Grpc(Rewound),
+}
+
+/// Reads the first [`preamble::LEN`](crate::preamble::LEN) bytes of `conn`
+/// and tells a frame session from gRPC. Both kinds of client send at least
+/// that many bytes before they wait for the server; a peer that sends fewer
+/// and hangs up is an error, and one that sends fewer and waits is the
+/// caller's to time out.
+pub async fn sniff(mut conn: LocalConn) -> io::Result<Opened> {
+    let mut first = [0; crate::preamble::LEN];
+    conn.read_exact(&mut first).await?;
+    Ok(match crate::preamble::decode(&first) {
+        Some(version) => Opened::Frames { conn, version },
+        None => Opened::Grpc(Rewound { first, read: 0, conn }),
+    })
+}
+
+/// A connection whose first bytes were read to tell its protocol, and are
+/// served again before the rest.
+#[derive(Debug)]
+pub struct Rewound {
+    first: [u8; crate::preamble::LEN],
+    read: usize,
+    conn: LocalConn,
+}
+
+impl Connected for Rewound {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.conn.peer
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.first.len() {
+            let rest = &this.first[this.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.conn).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +324,66 @@ mod tests {
         assert_eq!(reply.status, health_check_response::ServingStatus::Serving as i32);
         server.abort();
         assert!(path.exists(), "the socket file is the caller's to remove");
+    }
+
+    /// gRPC and a frame session on one socket: each connection is told
+    /// apart by its first bytes, and tonic still sees the whole preface.
+    #[tokio::test]
+    async fn sniffing_tells_frames_from_grpc_on_one_socket() {
+        use tokio::io::AsyncWriteExt;
+
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+        let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(4);
+        let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel(4);
+        let accept = tokio::spawn(async move {
+            loop {
+                let conn = listener.accept().await.unwrap();
+                match sniff(conn).await.unwrap() {
+                    Opened::Frames { conn, version } => frames_tx.send((conn, version)).await.unwrap(),
+                    Opened::Grpc(conn) => grpc_tx.send(Ok::<_, io::Error>(conn)).await.unwrap(),
+                }
+            }
+        });
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("polis", ServingStatus::Serving).await;
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(grpc_rx)),
+        );
+
+        let mut frames = connect(&path).await.unwrap();
+        frames.write_all(&crate::preamble::encode(7)).await.unwrap();
+        frames.write_all(b"after").await.unwrap();
+        let (mut conn, version) = frames_rx.recv().await.unwrap();
+        assert_eq!(version, 7);
+        let mut after = [0; 5];
+        conn.read_exact(&mut after).await.unwrap();
+        assert_eq!(&after, b"after", "the session reads on right after the preamble");
+
+        let mut client = HealthClient::new(connect_channel(&path).await.unwrap());
+        let reply = client.check(HealthCheckRequest { service: "polis".into() }).await.unwrap().into_inner();
+        assert_eq!(reply.status, health_check_response::ServingStatus::Serving as i32);
+        accept.abort();
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_hanging_up_before_the_first_bytes_is_an_error() {
+        let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+        let (client, server) = tokio::join!(connect(&path), listener.accept());
+        let server = server.unwrap();
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut client = client.unwrap();
+            client.write_all(b"POL").await.unwrap();
+        }
+        let err = sniff(server).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ where
     let welcome = match reader.read_frame().await? {
         Some(Frame { kind: Some(Kind::Welcome(welcome)) }) => welcome,
         Some(other) => {
-            return Err(LinkError::Handshake(format!("expected Welcome, got {}", kind_name(&other))));
+            return Err(LinkError::Handshake(format!("expected Welcome, got {}", other.kind_name())));
         }
         None => return Err(LinkError::Handshake("the router closed the link before Welcome".into())),
     };
@@ -181,7 +181,7 @@ impl Session {
     }
 
     fn start_request(&self, request: Request) {
-        let Request { id, method, payload, caller, timeout_ms } = request;
+        let Request { id, method, payload, caller, timeout_ms, .. } = request;
         let token = self.stop.child_token();
         let registered = {
             let mut in_flight = self.in_flight.lock().expect("in-flight map poisoned");
@@ -237,7 +237,7 @@ impl Session {
         eprintln!(
             "{}: warning: ignoring an unexpected {} frame from the router",
             self.module.name,
-            kind_name(frame)
+            frame.kind_name()
         );
     }
 }
@@ -315,17 +315,4 @@ async fn write_frames<W>(
         }
     }
     let _ = writer.shutdown().await;
-}
-
-/// The name of a frame's kind, for messages.
-fn kind_name(frame: &Frame) -> &'static str {
-    match &frame.kind {
-        Some(Kind::Hello(_)) => "Hello",
-        Some(Kind::Welcome(_)) => "Welcome",
-        Some(Kind::Request(_)) => "Request",
-        Some(Kind::Reply(_)) => "Reply",
-        Some(Kind::Cancel(_)) => "Cancel",
-        Some(Kind::Shutdown(_)) => "Shutdown",
-        None => "empty",
-    }
 }

@@ -155,7 +155,7 @@ impl Router {
             method: method.into(),
             payload: Some(payload),
             caller: "tester".into(),
-            timeout_ms: 0,
+            ..Default::default()
         }))
         .await;
     }

@@ -8,8 +8,7 @@ fn request(id: u64, method: &str, data: Vec<u8>) -> Frame {
             id,
             method: method.to_owned(),
             payload: Some(pb::Payload { content_type: crate::JSON.into(), data: data.into() }),
-            caller: String::new(),
-            timeout_ms: 0,
+            ..Default::default()
         })),
     }
 }

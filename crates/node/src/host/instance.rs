@@ -179,7 +179,8 @@ impl Instance {
             pending.insert(id, tx);
         }
         let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
-        let request = pb::Request { id, method, payload: Some(payload), caller, timeout_ms };
+        let request =
+            pb::Request { id, method, payload: Some(payload), caller, timeout_ms, ..Default::default() };
         let call = PendingCall { instance: self.clone(), id, rx, done: false };
         if self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }).is_err() {
             return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));

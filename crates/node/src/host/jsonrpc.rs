@@ -167,8 +167,7 @@ mod tests {
                     content_type: String::new(),
                     data: Bytes::from_static(b"{\n \"a\": 1\n}"),
                 }),
-                caller: String::new(),
-                timeout_ms: 0,
+                ..Default::default()
             })),
         };
         let line = encode(&frame).unwrap();
