@@ -2,16 +2,20 @@
 //! length-delimited frame codec spoken between router and modules, and the
 //! local-socket transport that carries gRPC on one machine.
 //!
-//! This crate knows bytes, frames and sockets. It must not know about the
-//! mesh directory, processes or any policy: those live in `polis-discovery`
+//! This crate knows bytes, frames and sockets, and how a child process is
+//! started ([`process`]: the mechanism shared by every crate that starts
+//! one). It must not know about the mesh directory or any policy, such as
+//! which processes run, when, or with what: those live in `polis-discovery`
 //! and `polis-node`.
 //!
 //! # Layout
 //! - [`pb`]: generated messages (`polis.v1`) and tonic clients and servers.
 //! - [`codec`]: frames as `u32` big-endian length + protobuf, with a size limit.
 //! - [`transport`]: listen and connect on a local socket, for tonic.
+//! - [`process`]: the one constructor of child-process commands.
 
 pub mod codec;
+pub mod process;
 pub mod transport;
 
 /// Generated protobuf messages and gRPC services of `polis.v1`.
