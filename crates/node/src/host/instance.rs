@@ -276,6 +276,12 @@ pub(crate) struct PendingCall {
 }
 
 impl PendingCall {
+    /// The request's id on the link.
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The next piece of the answer; `None` after the end.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Status>>> {
         if self.done {
