@@ -7,7 +7,6 @@
 use std::{
     fs::OpenOptions,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -126,12 +125,18 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
 
     let out = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| fail(e.to_string()))?;
     let err = out.try_clone().map_err(|e| fail(e.to_string()))?;
-    let mut cmd = tokio::process::Command::new(&launcher.polis);
+    // The router runs in `/`, not in this frontend's working directory: it
+    // outlives the frontend, and must not keep a directory busy (or alive,
+    // once deleted) that has nothing to do with it. So the paths it is
+    // given are made absolute here, where they were meant.
+    let polis = absolute_if_relative(&launcher.polis);
+    // `--detach` calls setsid, which a group leader may not: Group::Parent.
+    let mut cmd = polis_mesh::process::command(&polis, Path::new("/"), polis_mesh::process::Group::Parent);
     cmd.arg("--mesh-dir").arg(mesh.root());
     if let Some(paths) = &launcher.modules_path {
-        cmd.arg("--modules-path").arg(paths);
+        cmd.arg("--modules-path").arg(absolute_paths(paths));
     }
-    cmd.args(["router", "--detach"]).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.args(["router", "--detach"]).stdout(out).stderr(err);
     let mut child =
         cmd.spawn().map_err(|e| fail(format!("cannot run {} ({e})", launcher.polis.display())))?;
     tracing::info!("launched router pid {:?}", child.id());
@@ -155,4 +160,21 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
     };
     drop(lock);
     Ok(router)
+}
+
+/// `path` made absolute if it names a file relative to this directory; a
+/// bare name is left for the `PATH` lookup.
+fn absolute_if_relative(path: &Path) -> PathBuf {
+    if path.is_relative() && path.components().count() > 1 {
+        std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+    } else {
+        path.to_owned()
+    }
+}
+
+/// A `:`-separated search path with each entry made absolute.
+fn absolute_paths(paths: &str) -> std::ffi::OsString {
+    let dirs = std::env::split_paths(paths)
+        .map(|p| if p.as_os_str().is_empty() { p } else { std::path::absolute(&p).unwrap_or(p) });
+    std::env::join_paths(dirs).unwrap_or_else(|_| paths.into())
 }

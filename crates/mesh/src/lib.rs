@@ -3,19 +3,23 @@
 //! frontends and router), and the local-socket transport that carries frame
 //! sessions and gRPC on one machine.
 //!
-//! This crate knows bytes, frames and sockets. It must not know about the
-//! mesh directory, processes or any policy: those live in `polis-discovery`
+//! This crate knows bytes, frames and sockets, and how a child process is
+//! started ([`process`]: the mechanism shared by every crate that starts
+//! one). It must not know about the mesh directory or any policy, such as
+//! which processes run, when, or with what: those live in `polis-discovery`
 //! and `polis-node`.
 //!
 //! # Layout
 //! - [`pb`]: generated messages (`polis.v1`) and tonic clients and servers.
 //! - [`codec`]: frames as `u32` big-endian length + protobuf, with a size limit.
 //! - [`preamble`]: the first bytes of a frame session on `router.sock`.
+//! - [`process`]: the one constructor of child-process commands.
 //! - [`transport`]: listen and connect on a local socket; tell a frame
 //!   session from gRPC by its first bytes.
 
 pub mod codec;
 pub mod preamble;
+pub mod process;
 pub mod transport;
 
 /// Generated protobuf messages and gRPC services of `polis.v1`.

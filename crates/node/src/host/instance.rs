@@ -2,7 +2,7 @@
 //! that watches the process.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     path::PathBuf,
     process::ExitStatus,
     sync::{
@@ -15,14 +15,14 @@ use std::{
 
 use polis_discovery::{Discovery, MeshDir};
 use polis_mesh::pb::{self, Frame, frame::Kind, reply::Outcome};
-use tokio::{process::Child, sync::mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
 use super::{
     link::{LinkReader, LinkWriter},
-    spawn,
+    spawn::{self, ChildProcess},
 };
 use crate::manifest::Protocol;
 
@@ -52,7 +52,10 @@ pub(crate) struct Instance {
     pub(crate) node_id: Option<Uuid>,
     pub(crate) protocol: Protocol,
     outbound: mpsc::Sender<Frame>,
+    /// Cancels owed to the module; never lost to a full `outbound`.
+    cancels: Arc<Cancels>,
     // std Mutex: held only to insert or remove, never across an await.
+    // Requests are queued on `outbound` under it, so they go out in id order.
     pending: Mutex<HashMap<u64, Replies>>,
     next_id: AtomicU64,
     pub(crate) calls: AtomicU64,
@@ -97,8 +100,8 @@ pub(crate) struct Parts {
 
 /// The process behind a link.
 pub(crate) enum Process {
-    /// Spawned by this router: watched and reaped as its child.
-    Child(Child),
+    /// Started by this router: watched and reaped as its child.
+    Child(Box<dyn ChildProcess>),
     /// Attached over the socket (re-parented or self-loaded): not our child,
     /// so it is watched through its node lock, and its pid is killed only
     /// while that lock is still held, which proves the pid is still it.
@@ -128,6 +131,7 @@ impl Instance {
             },
             protocol: parts.protocol,
             outbound,
+            cancels: Arc::new(Cancels::default()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             calls: AtomicU64::new(0),
@@ -138,7 +142,13 @@ impl Instance {
             exit: OnceLock::new(),
         });
         let stop_writing = instance.closed.clone();
-        tracker.spawn(write_loop(parts.writer, rx, stop_writing, instance.release.clone()));
+        tracker.spawn(write_loop(
+            parts.writer,
+            rx,
+            instance.cancels.clone(),
+            stop_writing,
+            instance.release.clone(),
+        ));
         tracker.spawn(drive(instance.clone(), parts.reader, parts.process, parts.log));
         instance
     }
@@ -166,9 +176,10 @@ impl Instance {
         if let Some(exit) = self.exit.get() {
             return Err(Status::unavailable(exit.reason.clone()));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        {
+        let id = {
+            // Held while queueing, so that requests are queued in id order:
+            // the writer relies on it to tell sent requests from queued ones.
             let mut pending = self.pending.lock().expect("pending lock");
             if pending.len() >= MAX_IN_FLIGHT {
                 return Err(Status::resource_exhausted(format!(
@@ -176,17 +187,18 @@ impl Instance {
                     self.name
                 )));
             }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
+            let request =
+                pb::Request { id, method, payload: Some(payload), caller, timeout_ms, ..Default::default() };
+            if self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }).is_err() {
+                return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
+            }
             pending.insert(id, tx);
-        }
-        let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
-        let request =
-            pb::Request { id, method, payload: Some(payload), caller, timeout_ms, ..Default::default() };
-        let call = PendingCall { instance: self.clone(), id, rx, done: false };
-        if self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }).is_err() {
-            return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
-        }
+            id
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(call)
+        Ok(PendingCall { instance: self.clone(), id, rx, done: false })
     }
 
     /// Asks the module to exit; kills it after `grace`. Returns once reaped.
@@ -265,6 +277,12 @@ pub(crate) struct PendingCall {
 }
 
 impl PendingCall {
+    /// The request's id on the link.
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The next piece of the answer; `None` after the end.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Status>>> {
         if self.done {
@@ -296,26 +314,80 @@ impl PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         if !self.done && self.instance.forget(self.id) {
-            let cancel = Frame { kind: Some(Kind::Cancel(pb::Cancel { id: self.id })) };
-            let _ = self.instance.outbound.try_send(cancel);
+            self.instance.cancels.push(self.id);
         }
     }
+}
+
+/// The ids of calls dropped before their end: the writer owes the module a
+/// `Cancel` for each. A set beside the outbox rather than a frame in it, so
+/// that a full outbox cannot lose a cancel, and a cancel does not wait
+/// behind the requests queued after its own.
+#[derive(Debug, Default)]
+struct Cancels {
+    // std Mutex: held only to insert or take, never across an await.
+    ids: Mutex<BTreeSet<u64>>,
+    /// Wakes an idle writer.
+    wake: Notify,
+}
+
+impl Cancels {
+    fn push(&self, id: u64) {
+        self.ids.lock().expect("cancels lock").insert(id);
+        self.wake.notify_one();
+    }
+
+    /// The cancels for requests up to `sent`; those above stay for
+    /// [`Cancels::take`] when their request comes out of the outbox.
+    fn take_sent(&self, sent: u64) -> BTreeSet<u64> {
+        let mut ids = self.ids.lock().expect("cancels lock");
+        let queued = ids.split_off(&(sent + 1));
+        std::mem::replace(&mut *ids, queued)
+    }
+
+    /// Whether the request `id` was cancelled before it was sent.
+    fn take(&self, id: u64) -> bool {
+        self.ids.lock().expect("cancels lock").remove(&id)
+    }
+}
+
+fn cancel(id: u64) -> Frame {
+    Frame { kind: Some(Kind::Cancel(pb::Cancel { id })) }
 }
 
 async fn write_loop(
     mut writer: LinkWriter,
     mut rx: mpsc::Receiver<Frame>,
+    cancels: Arc<Cancels>,
     closed: CancellationToken,
     release: CancellationToken,
 ) {
+    // The id of the last request taken from the outbox: requests are queued
+    // in id order, so every request up to it has been sent (or skipped).
+    let mut sent = 0;
     loop {
+        // Cancels first: each one frees the module of work nobody waits for.
+        for id in cancels.take_sent(sent) {
+            if writer.write(&cancel(id)).await.is_err() {
+                return;
+            }
+        }
         let frame = tokio::select! {
-            frame = rx.recv() => frame,
+            biased;
             () = closed.cancelled() => None,
             // Dropping the writer closes the module's input: its cue to re-attach.
             () = release.cancelled() => None,
+            () = cancels.wake.notified() => continue,
+            frame = rx.recv() => frame,
         };
         let Some(frame) = frame else { break };
+        if let Some(Kind::Request(request)) = &frame.kind {
+            sent = request.id;
+            // Cancelled while queued: the module need never hear of it.
+            if cancels.take(request.id) {
+                continue;
+            }
+        }
         let last = matches!(frame.kind, Some(Kind::Shutdown(_)));
         if writer.write(&frame).await.is_err() || last {
             // The module's stdin closes when `writer` drops: after Shutdown,
@@ -358,9 +430,9 @@ async fn drive(instance: Arc<Instance>, mut reader: LinkReader, process: Process
         )
     };
     let (mut reason, clean) = match process {
-        Process::Child(mut child) if matches!(end, End::Released) => {
+        Process::Child(child) if matches!(end, End::Released) => {
             // Not reaped here: it lives on, and outlives this router.
-            drop(child.stdout.take());
+            drop(child);
             (format!("module {name} was handed over"), true)
         }
         Process::Child(mut child) => {

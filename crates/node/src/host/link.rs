@@ -1,14 +1,12 @@
-//! A module's link: frames or JSON-RPC lines over its stdio, read and
-//! written as frames either way.
+//! A module's link: frames or JSON-RPC lines over its stdio (or any byte
+//! pipe: tests use `tokio::io::duplex`), or the frames of an attach stream,
+//! read and written as frames either way.
 
 use polis_mesh::{
     codec::{FrameCodec, FrameError, FrameReader, FrameWriter},
     pb::Frame,
 };
-use tokio::{
-    io::AsyncWriteExt,
-    process::{ChildStdin, ChildStdout},
-};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
@@ -25,15 +23,21 @@ pub(crate) enum LinkError {
     Protocol(String),
 }
 
+/// The module's output: a child's stdout, or one end of a pipe in tests.
+pub(crate) type ByteReader = Box<dyn AsyncRead + Unpin + Send>;
+
+/// The module's input: a child's stdin, or one end of a pipe in tests.
+pub(crate) type ByteWriter = Box<dyn AsyncWrite + Unpin + Send>;
+
 pub(crate) enum LinkReader {
-    Frames(FrameReader<ChildStdout>),
-    JsonRpc(FramedRead<ChildStdout, LinesCodec>),
+    Frames(FrameReader<ByteReader>),
+    JsonRpc(FramedRead<ByteReader, LinesCodec>),
     /// A module attached over `Router.AttachModule`.
     Attached(tonic::Streaming<Frame>),
 }
 
 impl LinkReader {
-    pub(crate) fn new(protocol: Protocol, stdout: ChildStdout, max_frame_len: usize) -> Self {
+    pub(crate) fn new(protocol: Protocol, stdout: ByteReader, max_frame_len: usize) -> Self {
         match protocol {
             Protocol::Frames => Self::Frames(FrameReader::new(stdout, FrameCodec::new(max_frame_len))),
             Protocol::JsonRpc => {
@@ -84,13 +88,20 @@ impl LinkReader {
 }
 
 pub(crate) enum LinkWriter {
-    Frames(FrameWriter<ChildStdin>),
-    JsonRpc(ChildStdin),
+    Frames(FrameWriter<ByteWriter>),
+    JsonRpc(ByteWriter),
     /// The response stream of `Router.AttachModule`.
     Attached(tokio::sync::mpsc::Sender<Result<Frame, tonic::Status>>),
 }
 
 impl LinkWriter {
+    pub(crate) fn new(protocol: Protocol, stdin: ByteWriter, max_frame_len: usize) -> Self {
+        match protocol {
+            Protocol::Frames => Self::Frames(FrameWriter::new(stdin, FrameCodec::new(max_frame_len))),
+            Protocol::JsonRpc => Self::JsonRpc(stdin),
+        }
+    }
+
     pub(crate) async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
         match self {
             Self::Frames(w) => Ok(w.write_frame(frame).await?),

@@ -33,9 +33,14 @@ impl AdminService {
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log);
         let log = log.map_err(|e| Status::internal(format!("cannot open {}: {e}", self.log.display())))?;
-        let mut child = tokio::process::Command::new(program)
+        // The successor runs with this router's command line, so it runs
+        // where this router runs: a relative `--modules-path` means the same
+        // to both. A launched router runs in `/` (polis_client::connect), so
+        // that is where its successors run too.
+        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        // `--detach` calls setsid, which a group leader may not: Group::Parent.
+        let mut child = polis_mesh::process::command(program, &cwd, polis_mesh::process::Group::Parent)
             .args(args)
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .spawn()
@@ -48,9 +53,11 @@ impl AdminService {
         match tokio::time::timeout(SUCCESSOR_WAIT, lines.next_line()).await {
             Ok(Ok(Some(line))) if line.starts_with("standing by") => Ok(pid),
             outcome => {
+                // Killed and reaped: a failed successor leaves no zombie behind.
                 let _ = child.start_kill();
+                let status = child.wait().await;
                 Err(Status::internal(format!(
-                    "the successor did not stand by ({outcome:?}); see {}",
+                    "the successor did not stand by ({outcome:?}, then {status:?}); see {}",
                     self.log.display()
                 )))
             }

@@ -1,0 +1,115 @@
+//! The registry: one entry per module the router knows, and what
+//! `polis status` shows of each.
+
+use std::sync::{Arc, Mutex, atomic::Ordering};
+
+use polis_mesh::pb;
+
+use super::{Host, Instance, restart::Crashes};
+use crate::manifest::Manifest;
+
+pub(crate) struct Entry {
+    pub(super) name: String,
+    /// Woken when a module attaches under this name.
+    pub(super) attached: tokio::sync::Notify,
+    // Held across the await of a load: one load of a module at a time.
+    pub(super) load: tokio::sync::Mutex<()>,
+    // std Mutex: never held across an await.
+    pub(super) state: Mutex<EntryState>,
+}
+
+#[derive(Default)]
+pub(super) struct EntryState {
+    pub(super) instance: Option<Arc<Instance>>,
+    pub(super) manifest: Option<Manifest>,
+    pub(super) crashes: Crashes,
+    pub(super) restarts: u32,
+    /// Set when the module may not be started again without a hand load.
+    pub(super) failed: Option<String>,
+    pub(super) last_error: Option<String>,
+    /// Calls served by earlier instances.
+    pub(super) past_calls: u64,
+}
+
+/// A module as `polis status` shows it.
+pub(super) fn module_info(name: &str, state: &str) -> pb::ModuleInfo {
+    pb::ModuleInfo { name: name.to_owned(), state: state.to_owned(), ..Default::default() }
+}
+
+impl Host {
+    /// The entry of `name`, made if there is none.
+    pub(super) fn entry(&self, name: &str) -> Arc<Entry> {
+        let mut entries = self.entries.lock().expect("entries lock");
+        entries
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    name: name.to_owned(),
+                    attached: tokio::sync::Notify::new(),
+                    load: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(EntryState::default()),
+                })
+            })
+            .clone()
+    }
+
+    pub(super) fn existing_entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.entries.lock().expect("entries lock").get(name).cloned()
+    }
+
+    pub(super) fn live(&self, name: &str) -> Option<Arc<Instance>> {
+        let entry = self.existing_entry(name)?;
+        let state = entry.state.lock().expect("state lock");
+        state.instance.clone().filter(|i| !i.is_closed())
+    }
+
+    pub(super) fn instances(&self) -> Vec<Arc<Instance>> {
+        let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
+        entries.iter().filter_map(|e| e.state.lock().expect("state lock").instance.clone()).collect()
+    }
+
+    /// Every module known: loaded ones, and those available on the search path.
+    pub(crate) fn modules(&self) -> Vec<pb::ModuleInfo> {
+        let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
+        let mut infos: Vec<pb::ModuleInfo> =
+            entries.iter().map(|e| self.info(e, &e.state.lock().expect("state lock"))).collect();
+        for manifest in self.config.modules_path.scan() {
+            match manifest {
+                Ok(m) if !infos.iter().any(|i| i.name == m.name) => infos.push(pb::ModuleInfo {
+                    name: m.name.clone(),
+                    version: m.version.to_string(),
+                    state: "available".into(),
+                    protocol: m.protocol.to_string(),
+                    manifest: m.path.display().to_string(),
+                    ..Default::default()
+                }),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    pub(super) fn info(&self, entry: &Entry, state: &EntryState) -> pb::ModuleInfo {
+        let live = state.instance.as_ref().filter(|i| !i.is_closed());
+        let state_name = match (live, &state.failed) {
+            (Some(_), _) => "running",
+            (None, Some(_)) => "failed",
+            (None, None) => "available",
+        };
+        let calls = state.past_calls + live.map_or(0, |i| i.calls.load(Ordering::Relaxed));
+        let mut info = module_info(&entry.name, state_name);
+        info.version = live
+            .map(|i| i.version.clone())
+            .or_else(|| state.manifest.as_ref().map(|m| m.version.to_string()))
+            .unwrap_or_default();
+        info.pid = live.and_then(|i| i.pid).unwrap_or(0);
+        info.restarts = state.restarts;
+        info.calls = calls;
+        info.protocol = state.manifest.as_ref().map(|m| m.protocol.to_string()).unwrap_or_default();
+        info.manifest = state.manifest.as_ref().map(|m| m.path.display().to_string()).unwrap_or_default();
+        info.last_error = state.failed.clone().or_else(|| state.last_error.clone()).unwrap_or_default();
+        info
+    }
+}

@@ -1,0 +1,487 @@
+//! The host driven in-process: a launcher that hands back `tokio::io::duplex`
+//! pipes instead of starting processes, and the test playing each module by
+//! hand with raw frames, its "process" exiting when the test says so.
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use polis_discovery::MeshDir;
+use polis_mesh::{
+    PROTOCOL_VERSION,
+    codec::{FrameCodec, FrameReader, FrameWriter},
+    pb::{self, Frame, frame::Kind, reply::Outcome},
+};
+use tokio::{
+    io::{DuplexStream, ReadHalf, WriteHalf},
+    sync::{mpsc, watch},
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use super::{
+    Host, HostConfig, Instance, Item, PendingCall, RouterIdentity,
+    spawn::{ChildProcess, Launch, Launched, SpawnEnv},
+};
+use crate::manifest::{Manifest, ModulePath};
+
+/// The longest any test waits for anything that should happen.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// `future`'s output; fails the test if it takes longer than [`WAIT`].
+async fn soon<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future).await.expect("nothing happened in time")
+}
+
+/// The pid every fake process reports.
+const FAKE_PID: u32 = 4242;
+
+/// One module "process" the host started, played by the test.
+struct Fake {
+    name: String,
+    log: PathBuf,
+    /// What the host writes to the module's stdin.
+    reader: FrameReader<ReadHalf<DuplexStream>>,
+    /// The module's stdout.
+    writer: FrameWriter<WriteHalf<DuplexStream>>,
+    exit: Arc<watch::Sender<Option<ExitStatus>>>,
+}
+
+impl Fake {
+    async fn send(&mut self, kind: Kind) {
+        self.writer
+            .write_frame(&Frame { kind: Some(kind) })
+            .await
+            .expect("the host reads the module's stdout");
+    }
+
+    async fn hello(&mut self, protocol_version: u32) {
+        let hello = pb::Hello {
+            name: self.name.clone(),
+            version: "1.0.0".into(),
+            protocol_version,
+            ..Default::default()
+        };
+        self.send(Kind::Hello(hello)).await;
+    }
+
+    /// The next frame the host sent; fails the test if none comes in time.
+    async fn recv(&mut self) -> Frame {
+        soon(self.reader.read_frame()).await.expect("a well-formed frame").expect("the host closed stdin")
+    }
+
+    /// Says hello and takes the `Welcome`.
+    async fn handshake(&mut self) -> pb::Welcome {
+        self.hello(PROTOCOL_VERSION).await;
+        match self.recv().await.kind {
+            Some(Kind::Welcome(welcome)) => welcome,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn request(&mut self) -> pb::Request {
+        match self.recv().await.kind {
+            Some(Kind::Request(request)) => request,
+            other => panic!("expected Request, got {other:?}"),
+        }
+    }
+
+    async fn reply(&mut self, id: u64, data: &'static str) {
+        let payload =
+            pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(data.as_bytes()) };
+        self.send(Kind::Reply(pb::Reply { id, outcome: Some(Outcome::Payload(payload)), more: false })).await;
+    }
+
+    /// The process exits with `code`: its status is set, then its pipes close.
+    fn exit(self, code: i32) {
+        self.exit.send_replace(Some(ExitStatus::from_raw(code << 8)));
+    }
+
+    fn was_killed(&self) -> bool {
+        self.exit.borrow().is_some_and(|s| s.signal() == Some(9))
+    }
+}
+
+/// The stand-in for a process: exits when its [`Fake`] says so, or when killed.
+struct FakeChild {
+    exit: Arc<watch::Sender<Option<ExitStatus>>>,
+}
+
+impl ChildProcess for FakeChild {
+    fn id(&self) -> Option<u32> {
+        Some(FAKE_PID)
+    }
+
+    fn start_kill(&mut self) -> std::io::Result<()> {
+        self.exit
+            .send_if_modified(|status| status.is_none() && status.replace(ExitStatus::from_raw(9)).is_none());
+        Ok(())
+    }
+
+    fn wait(&mut self) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + '_>> {
+        let mut status = self.exit.subscribe();
+        Box::pin(async move {
+            let status = status.wait_for(Option::is_some).await.expect("the sender lives in self");
+            Ok(status.expect("waited for it"))
+        })
+    }
+}
+
+/// Hands the test a [`Fake`] for every module the host starts.
+struct FakeLauncher {
+    launched: mpsc::UnboundedSender<Fake>,
+    /// The pipes' capacity in bytes.
+    pipe: usize,
+}
+
+impl Launch for FakeLauncher {
+    fn launch(&self, manifest: &Manifest, env: &SpawnEnv<'_>) -> std::io::Result<Launched> {
+        let (host_side, module_side) = tokio::io::duplex(self.pipe);
+        let (stdout, stdin) = tokio::io::split(host_side);
+        let (read, write) = tokio::io::split(module_side);
+        let exit = Arc::new(watch::Sender::new(None));
+        let fake = Fake {
+            name: manifest.name.clone(),
+            log: env.log.to_owned(),
+            reader: FrameReader::new(read, FrameCodec::default()),
+            writer: FrameWriter::new(write, FrameCodec::default()),
+            exit: exit.clone(),
+        };
+        let _ = self.launched.send(fake);
+        Ok(Launched { stdin: Box::new(stdin), stdout: Box::new(stdout), child: Box::new(FakeChild { exit }) })
+    }
+}
+
+/// A host over a temp mesh and a temp modules directory.
+struct Fixture {
+    host: Arc<Host>,
+    router: RouterIdentity,
+    launched: mpsc::UnboundedReceiver<Fake>,
+    _dirs: tempfile::TempDir,
+}
+
+/// The manifest of a frames module `name`, with `extra` lines.
+fn write_manifest(modules: &Path, name: &str, extra: &str) {
+    let dir = modules.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        "name = \"{name}\"\nversion = \"1.0.0\"\nexec = \"/bin/sh\"\n{extra}\n[config]\ngreeting = \"hi\"\n"
+    );
+    std::fs::write(dir.join("module.toml"), toml).unwrap();
+}
+
+impl Fixture {
+    /// `echo` restarts on failure; `always` restarts at once.
+    fn new(pipe: usize, tune: impl FnOnce(&mut HostConfig)) -> Self {
+        let dirs = tempfile::tempdir().unwrap();
+        let modules = dirs.path().join("modules");
+        write_manifest(&modules, "echo", "");
+        write_manifest(&modules, "always", "restart = \"always\"");
+        let mesh = MeshDir::open(dirs.path().join("mesh")).unwrap();
+        let mut config = HostConfig::new(ModulePath::from_dirs(vec![modules]));
+        config.handshake_timeout = Duration::from_secs(1);
+        tune(&mut config);
+        let router = RouterIdentity { id: Uuid::new_v4(), epoch: 7 };
+        let (tx, launched) = mpsc::unbounded_channel();
+        let launcher = FakeLauncher { launched: tx, pipe };
+        let host = Host::with_launcher(config, mesh, router, Box::new(launcher));
+        Self { host, router, launched, _dirs: dirs }
+    }
+
+    async fn next_launch(&mut self) -> Fake {
+        soon(self.launched.recv()).await.expect("the launcher lives in the host")
+    }
+
+    /// Loads `name`, playing its module through the handshake.
+    async fn loaded(&mut self, name: &'static str) -> (Arc<Instance>, Fake) {
+        let host = self.host.clone();
+        let load = tokio::spawn(async move { host.instance(name).await });
+        let mut fake = self.next_launch().await;
+        fake.handshake().await;
+        let instance = soon(load).await.unwrap().expect("the load succeeds");
+        (instance, fake)
+    }
+
+    fn state(&self, name: &str) -> pb::ModuleInfo {
+        self.host.modules().into_iter().find(|m| m.name == name).expect("a known module")
+    }
+}
+
+fn call(instance: &Arc<Instance>) -> PendingCall {
+    let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"{}") };
+    instance.call("echo".into(), payload, None, "tester".into()).expect("the module takes calls")
+}
+
+/// The final payload of a call.
+async fn answer(call: &mut PendingCall) -> Result<Bytes, tonic::Status> {
+    match soon(call.next()).await.expect("an answer") {
+        Ok(Item::End(Some(payload))) => Ok(payload.data),
+        Ok(other) => panic!("expected the end with a payload, got {other:?}"),
+        Err(status) => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn lazy_load_starts_one_module_for_many_first_calls_and_welcomes_it() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    assert!(fx.launched.try_recv().is_err(), "nothing starts before a call");
+    assert_eq!(fx.state("echo").state, "available");
+
+    let loads: Vec<_> = (0..16)
+        .map(|_| {
+            let host = fx.host.clone();
+            tokio::spawn(async move { host.instance("echo").await })
+        })
+        .collect();
+    let mut fake = fx.next_launch().await;
+    assert_eq!(fake.name, "echo");
+    let welcome = fake.handshake().await;
+    assert_eq!(welcome.router_id, fx.router.id.to_string());
+    assert_eq!(welcome.epoch, 7);
+    let config: serde_json::Value = serde_json::from_slice(&welcome.config_json).unwrap();
+    assert_eq!(config, serde_json::json!({"greeting": "hi"}));
+
+    let mut instances = Vec::new();
+    for load in loads {
+        instances.push(soon(load).await.unwrap().expect("the load succeeds"));
+    }
+    assert!(instances.iter().all(|i| Arc::ptr_eq(i, &instances[0])), "one instance for all");
+    assert!(fx.launched.try_recv().is_err(), "one process for sixteen first calls");
+    assert_eq!(fx.state("echo").state, "running");
+    assert_eq!(fx.state("echo").pid, FAKE_PID);
+
+    let mut pending = call(&instances[0]);
+    let request = fake.request().await;
+    assert_eq!((request.method.as_str(), request.caller.as_str()), ("echo", "tester"));
+    fake.reply(request.id, "\"pong\"").await;
+    assert_eq!(answer(&mut pending).await.unwrap(), "\"pong\"");
+
+    let missing = fx.host.instance("nonesuch").await.expect_err("no manifest");
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(fx.launched.try_recv().is_err(), "nothing starts for a module that does not exist");
+}
+
+#[tokio::test]
+async fn a_hello_with_another_protocol_version_fails_the_load_and_kills_the_module() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    let mut fake = fx.next_launch().await;
+    fake.hello(PROTOCOL_VERSION + 1).await;
+    let status = soon(load).await.unwrap().expect_err("a wrong version fails the load");
+    assert_eq!(status.code(), Code::Unavailable);
+    let expected = format!(
+        "module echo failed its handshake: it speaks frame protocol {}, this router speaks {PROTOCOL_VERSION}",
+        PROTOCOL_VERSION + 1
+    );
+    assert!(status.message().starts_with(&expected), "{}", status.message());
+    assert!(fake.was_killed());
+    assert_eq!(fx.state("echo").last_error, status.message());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hello_within_the_deadline_fails_the_load_and_kills_the_module() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    // Kept, silent: its stdout stays open, so only the deadline can end the wait.
+    let fake = fx.next_launch().await;
+    let status = soon(load).await.unwrap().expect_err("silence fails the load");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().starts_with("module echo failed its handshake: no hello within 1s"),
+        "{}",
+        status.message()
+    );
+    assert!(fake.was_killed());
+}
+
+#[tokio::test]
+async fn a_module_closing_its_stdout_before_hello_fails_the_load_with_its_status_and_stderr() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    let fake = fx.next_launch().await;
+    std::fs::write(&fake.log, "error: no config file\n").unwrap();
+    fake.exit(2);
+    let status = soon(load).await.unwrap().expect_err("no hello fails the load");
+    assert_eq!(
+        status.message(),
+        "module echo failed its handshake: it closed its stdout before saying hello (exit status 2); \
+         last stderr: error: no config file"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_for_an_unknown_id_is_ignored_and_the_link_stays() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let (instance, mut fake) = fx.loaded("echo").await;
+    let mut pending = call(&instance);
+    let request = fake.request().await;
+    fake.reply(request.id + 1000, "\"stray\"").await;
+    fake.reply(request.id, "\"mine\"").await;
+    assert_eq!(answer(&mut pending).await.unwrap(), "\"mine\"");
+    assert!(!instance.is_closed());
+    let mut again = call(&instance);
+    let request = fake.request().await;
+    fake.reply(request.id, "\"again\"").await;
+    assert_eq!(answer(&mut again).await.unwrap(), "\"again\"");
+}
+
+#[tokio::test]
+async fn a_module_exiting_fails_its_three_calls_in_flight_and_is_started_again() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let (instance, mut fake) = fx.loaded("echo").await;
+    let mut calls = vec![call(&instance), call(&instance), call(&instance)];
+    for _ in 0..3 {
+        fake.request().await;
+    }
+    std::fs::write(&fake.log, "thread 'main' panicked: boom\n").unwrap();
+    fake.exit(3);
+    for call in &mut calls {
+        let status = answer(call).await.expect_err("the module is gone");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "module echo exited with status 3; last stderr: thread 'main' panicked: boom"
+        );
+    }
+    let exit = soon(instance.closed()).await;
+    assert!(exit.crashed);
+    // On failure: started again by the next call, not before.
+    assert!(fx.launched.try_recv().is_err());
+    let (again, _fake) = fx.loaded("echo").await;
+    assert!(!Arc::ptr_eq(&instance, &again));
+    assert_eq!(fx.state("echo").restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_restart_budget_runs_out() {
+    let mut fx = Fixture::new(64 * 1024, |c| c.restart_budget = 2);
+    let (_, fake) = fx.loaded("always").await;
+    fake.exit(1);
+    // `always`: restarted at once (after its backoff), twice within the budget.
+    for _ in 0..2 {
+        let mut fake = fx.next_launch().await;
+        fake.handshake().await;
+        fake.exit(1);
+    }
+    // The third crash spends the budget: no restart, however long one waits
+    // (the longest backoff is 5 s; time is paused, so this is instant).
+    let late = tokio::time::timeout(Duration::from_secs(60), fx.launched.recv()).await;
+    assert!(late.is_err(), "no start after the budget is spent");
+    let info = fx.state("always");
+    assert_eq!((info.state.as_str(), info.restarts), ("failed", 2));
+    let status = fx.host.instance("always").await.expect_err("a spent budget refuses loads");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().starts_with("module always crashed 3 times within 60s: its restart budget is spent"),
+        "{}",
+        status.message()
+    );
+    assert!(fx.launched.try_recv().is_err());
+    // A hand load starts it again.
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.load("always").await });
+    fx.next_launch().await.handshake().await;
+    assert_eq!(soon(load).await.unwrap().unwrap().state, "running");
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_it_in_the_module() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let (instance, mut fake) = fx.loaded("echo").await;
+    let pending = call(&instance);
+    let request = fake.request().await;
+    drop(pending);
+    assert_eq!(fake.recv().await.kind, Some(Kind::Cancel(pb::Cancel { id: request.id })));
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_the_module_even_when_the_outbox_is_full() {
+    // A small pipe, so the outbox fills as soon as the module stops reading.
+    let mut fx = Fixture::new(256, |_| {});
+    let (instance, mut fake) = fx.loaded("echo").await;
+    let first = call(&instance);
+    let first_id = fake.request().await.id;
+
+    // The module reads nothing more: queue calls until the host refuses one.
+    let payload = || pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"{}") };
+    let mut queued = Vec::new();
+    let refused = loop {
+        match instance.call("echo".into(), payload(), None, "tester".into()) {
+            Ok(call) => queued.push(call),
+            Err(status) => break status,
+        }
+        assert!(queued.len() < 10_000, "the outbox never filled");
+    };
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let (last_id, skipped_id) = (queued.last().unwrap().id(), queued[queued.len() / 2].id());
+
+    // Cancel the sent call, and one still queued, while the outbox is full.
+    drop(first);
+    queued.retain(|c| c.id() != skipped_id);
+
+    // Cancels go first; the queued call that was cancelled never goes out.
+    let mut frames = Vec::new();
+    loop {
+        let kind = fake.recv().await.kind;
+        let end = matches!(&kind, Some(Kind::Request(r)) if r.id == last_id);
+        frames.push(kind);
+        if end {
+            break;
+        }
+    }
+    let cancels: Vec<u64> = frames
+        .iter()
+        .filter_map(|k| match k {
+            Some(Kind::Cancel(c)) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [first_id], "exactly the sent call is cancelled");
+    let position = frames.iter().position(|k| matches!(k, Some(Kind::Cancel(_)))).unwrap();
+    let sent: Vec<u64> = frames
+        .iter()
+        .filter_map(|k| match k {
+            Some(Kind::Request(r)) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.contains(&skipped_id), "a call cancelled while queued is never sent");
+    assert_eq!(sent.len(), queued.len());
+    // One thread runs the test and the host: the writer has not run since
+    // the module stopped reading, so the cancel is the very next frame.
+    assert_eq!(position, 0, "the cancel waited behind {position} queued frames");
+}
+
+#[tokio::test]
+async fn an_attached_hello_is_checked_on_the_same_path_and_refused_with_a_status() {
+    use super::{handshake, link::LinkReader, link::LinkWriter};
+    use crate::manifest::Protocol;
+    let router = RouterIdentity { id: Uuid::new_v4(), epoch: 1 };
+    for (name, version, code, message) in [
+        ("Bad/Name", PROTOCOL_VERSION, Code::InvalidArgument, "invalid service name \"Bad/Name\""),
+        ("echo", PROTOCOL_VERSION + 1, Code::FailedPrecondition, "module echo speaks frame protocol"),
+    ] {
+        let (host_side, module_side) = tokio::io::duplex(4096);
+        let (stdout, stdin) = tokio::io::split(host_side);
+        let mut reader = LinkReader::new(Protocol::Frames, Box::new(stdout), 4096);
+        let mut writer = LinkWriter::new(Protocol::Frames, Box::new(stdin), 4096);
+        let mut module = FrameWriter::new(module_side, FrameCodec::default());
+        let hello = pb::Hello { name: name.into(), protocol_version: version, ..Default::default() };
+        module.write_frame(&Frame { kind: Some(Kind::Hello(hello)) }).await.unwrap();
+        let error =
+            soon(handshake::hello(&mut reader, &mut writer, router, None, |_| serde_json::Value::Null))
+                .await
+                .expect_err("refused");
+        let status = error.attach_status();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(message), "{status:?}");
+    }
+}
