@@ -3,6 +3,7 @@
 
 mod election;
 mod frontends;
+mod hermetic;
 mod meshdir;
 mod modules;
 mod neovim;

@@ -11,14 +11,11 @@
 //! - `host`: starting, linking, supervising and stopping modules.
 //! - [`router`]: the gRPC services and the router's life.
 //! - [`sdk`]: what a module written in Rust links against.
-//! - `testing` (feature `testing`): a harness for tests with several routers.
 
 mod host;
 pub mod manifest;
 pub mod router;
 pub mod sdk;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use host::HostConfig;
 
