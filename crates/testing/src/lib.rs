@@ -26,7 +26,7 @@
 //! let mesh = TestMesh::new("target/debug/polis").unwrap();
 //! mesh.module("mymod", "target/debug/my-module", "");
 //! let mut router = mesh.start_router(&[]);
-//! let _standby = mesh.start_standby();
+//! let _standby = mesh.start_standby(&[]);
 //! let mut nvim = mesh.start_frontend("nvim");
 //! assert_eq!(nvim.call("mymod ping"), "\"pong\"");
 //! router.kill();                                  // the standby takes over
