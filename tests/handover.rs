@@ -2,12 +2,9 @@
 //! frontends re-attaching, with real processes killed for real.
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so
-//! the failover timings here are not measured while the rest of the suite
-//! competes for the CPUs.
-
-// FIXME(issue 9): temporary, until this harness gets its own allowed spawn
-// site; polis_mesh::process::command is the only one (clippy.toml).
-#![allow(clippy::disallowed_methods)]
+//! these tests, which keep several routers and frontends busy, do not share
+//! the CPUs with the rest of the suite. They assert correctness only; the
+//! failover gap they print is information (polis-bench measures it).
 
 #[path = "it/util.rs"]
 #[allow(dead_code)]
@@ -24,11 +21,9 @@ use std::{
 use polis_client::{CallOptions, Client, ClientOptions};
 use serde_json::json;
 
-use util::{COUNTER, ECHO, Mesh, Proc, wait_until};
+use util::{COUNTER, ECHO, Process, TestMesh, WAIT, listing, mesh, wait_until};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-/// The tests of this binary take turns: their timings are their own.
+/// The tests of this binary take turns: each has the machine to itself.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
@@ -36,7 +31,7 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-use polis_node::testing::{TestMesh, routers_in_office};
+use polis_testing::procs::routers_in_office;
 
 /// Samples [`routers_in_office`] until dropped; remembers the most seen.
 struct OfficeSampler {
@@ -46,7 +41,7 @@ struct OfficeSampler {
 }
 
 impl OfficeSampler {
-    fn start(mesh: &Mesh) -> Self {
+    fn start(mesh: &TestMesh) -> Self {
         let (stop, most) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let dir = mesh.dir.clone();
         let thread = std::thread::spawn({
@@ -68,11 +63,8 @@ impl OfficeSampler {
     }
 }
 
-fn standby(mesh: &Mesh) -> Proc {
-    let mut standby = mesh.spawn(&["-v", "router", "--standby"]);
-    let line = standby.line(WAIT);
-    assert!(line.starts_with("standing by"), "{line}");
-    standby
+fn standby(mesh: &TestMesh) -> Process {
+    mesh.start_standby(&["-v"])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -87,10 +79,10 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
     let _alone = alone();
     const KILLS: usize = 50;
     const FRONTENDS: usize = 4;
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("counter", COUNTER, "");
     let mut router = mesh.spawn(&["-v", "router"]);
-    let first = mesh.wait_router(WAIT);
+    let first = mesh.wait_router();
     let sampler = OfficeSampler::start(&mesh);
 
     // Four frontends, each incrementing with idempotency keys, counting what succeeded.
@@ -122,7 +114,7 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
                     Err(e) => panic!("frontend {f}: incr {n} failed: {e}"),
                 }
                 // An editor's pace, not a benchmark's: four flat-out loops
-                // would starve the very standby whose takeover is timed.
+                // would starve the very standby that is to take over.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             client.close().await;
@@ -147,6 +139,7 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
             mesh.router().filter(|r| r.epoch == Some(epoch)).map(|_| ())
         });
         offices.push(killed.elapsed());
+        // Every frontend's next call succeeds: within the deadline, at all.
         for last in &last_success {
             let gap = wait_until(WAIT, &mesh.dir, "every frontend to succeed again", || {
                 let at = *last.lock().unwrap();
@@ -161,6 +154,7 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
     }
     let most = sampler.most();
 
+    // Information only: polis-bench measures the failover gap.
     gaps.sort();
     offices.sort();
     println!(
@@ -182,31 +176,30 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
         count,
         json!(succeeded),
         "the count equals the increments that succeeded\n{}",
-        util::listing(&mesh.dir)
+        listing(&mesh.dir)
     );
     let now = mesh.run(&["resolve", "counter"]).code(0).json();
     assert_eq!(now["pid"].as_u64(), Some(counter_pid), "one counter process, re-parented {KILLS} times");
-    assert!(p99 < Duration::from_millis(100), "p99 gap {p99:?}");
 
     mesh.run(&["stop"]).code(0);
     drop(router);
-    mesh.wait_no_processes(WAIT);
+    mesh.wait_no_processes();
 }
 
 #[test]
 fn jsonrpc_modules_are_loaded_again_by_the_next_router() {
     let _alone = alone();
-    let mesh = Mesh::new();
+    let mesh = mesh();
     let pyecho = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("modules/pyecho/pyecho.py");
     mesh.manifest("pyecho", &format!("exec = {:?}\nprotocol = \"jsonrpc\"", pyecho.display().to_string()));
     let mut router = mesh.spawn(&["router"]);
-    mesh.wait_router(WAIT);
+    mesh.wait_router();
     assert_eq!(mesh.run(&["call", "pyecho", "ping"]).code(0).stdout().trim(), "\"pong\"");
     let old_pid = mesh.run(&["status", "--json"]).json()["modules"][0]["pid"].as_u64().unwrap();
     let _next = standby(&mesh);
     router.kill();
     wait_until(WAIT, &mesh.dir, "the old pyecho to exit with its stdin", || {
-        (!std::path::Path::new(&format!("/proc/{old_pid}")).exists()).then_some(())
+        (!polis_testing::procs::is_running(old_pid as u32)).then_some(())
     });
     wait_until(WAIT, &mesh.dir, "the standby in office", || mesh.router().filter(|r| r.epoch == Some(2)));
     assert_eq!(mesh.run(&["call", "pyecho", "ping"]).code(0).stdout().trim(), "\"pong\"");
@@ -218,53 +211,54 @@ fn jsonrpc_modules_are_loaded_again_by_the_next_router() {
 #[test]
 fn an_sdk_module_waits_for_a_router_and_exits_when_none_comes() {
     let _alone = alone();
-    let mesh = Mesh::new();
-    mesh.module("echo", ECHO, "[env]\nPOLIS_REATTACH_WAIT = \"300\"");
+    let mesh = mesh();
+    // Long enough to see it waiting from outside, even on a loaded machine.
+    mesh.module("echo", ECHO, "[env]\nPOLIS_REATTACH_WAIT = \"2000\"");
     let mut router = mesh.spawn(&["router"]);
-    mesh.wait_router(WAIT);
+    mesh.wait_router();
     mesh.run(&["call", "echo", "ping"]).code(0);
-    let pid = mesh.run(&["resolve", "echo"]).code(0).json()["pid"].as_u64().unwrap();
-    let killed = Instant::now();
+    let pid = mesh.run(&["resolve", "echo"]).code(0).json()["pid"].as_u64().unwrap() as u32;
     router.kill();
+    // The router is dead and reaped; its orphan is still there, waiting.
+    assert!(
+        polis_testing::procs::is_running(pid),
+        "the orphaned echo waits for a router\n{}",
+        listing(&mesh.dir)
+    );
     wait_until(WAIT, &mesh.dir, "the orphaned echo to give up", || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        (!polis_testing::procs::is_running(pid)).then_some(())
     });
-    assert!(killed.elapsed() >= Duration::from_millis(300), "it waited for a router first");
     let log = std::fs::read_to_string(mesh.dir.join("logs/echo.log")).unwrap();
-    assert!(log.contains("no router came within 300ms"), "{log}");
+    assert!(log.contains("no router came within 2s"), "{log}");
 }
 
-/// Polls `check` every millisecond without blocking the runtime, with a deadline.
-async fn wait_async<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+/// Polls `check` every millisecond without blocking the runtime, with a
+/// deadline; on failure, shows the mesh.
+async fn wait_async<T>(mesh: &TestMesh, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", listing(&mesh.dir));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
 /// Starts the echo binary by hand, loading itself into the mesh as `name`.
-fn self_loaded(mesh: &Mesh, name: &str) -> std::process::Child {
-    std::process::Command::new(ECHO)
-        .arg("--attach")
-        .arg(&mesh.dir)
-        .env("POLIS_SERVICE", name)
-        .env_remove("POLIS_MESH_DIR")
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("start echo by hand")
+fn self_loaded(mesh: &TestMesh, name: &str) -> Process {
+    let mut cmd = mesh.command(ECHO);
+    cmd.arg("--attach").arg(&mesh.dir).env("POLIS_SERVICE", name);
+    mesh.start(cmd)
 }
 
 #[test]
 fn a_self_loaded_module_serves_by_name_until_it_leaves() {
     let _alone = alone();
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("echo", ECHO, "");
     let _router = mesh.spawn(&["router"]);
-    mesh.wait_router(WAIT);
+    mesh.wait_router();
 
     // No manifest: only the running program serves "hand".
     let mut hand = self_loaded(&mesh, "hand");
@@ -277,10 +271,9 @@ fn a_self_loaded_module_serves_by_name_until_it_leaves() {
     let listed = status["modules"].as_array().unwrap().iter().find(|m| m["name"] == "hand").cloned().unwrap();
     assert_eq!(
         (listed["state"].as_str(), listed["pid"].as_u64()),
-        (Some("running"), Some(u64::from(hand.id())))
+        (Some("running"), Some(u64::from(hand.pid())))
     );
-    hand.kill().unwrap();
-    hand.wait().unwrap();
+    hand.kill();
     wait_until(WAIT, &mesh.dir, "the router to drop it", || {
         let run = mesh.run(&["call", "hand", "ping"]);
         (run.output.status.code() == Some(3)).then(|| assert!(run.stderr().contains("NOT_FOUND"), "{run}"))
@@ -288,14 +281,13 @@ fn a_self_loaded_module_serves_by_name_until_it_leaves() {
 
     // With a manifest, the service is loaded lazily again once it leaves.
     let mut by_hand = self_loaded(&mesh, "echo");
-    let hand_pid = u64::from(by_hand.id());
+    let hand_pid = u64::from(by_hand.pid());
     wait_until(WAIT, &mesh.dir, "echo to attach", || {
         let run = mesh.run(&["resolve", "echo"]);
         (run.output.status.code() == Some(0) && run.json()["pid"].as_u64() == Some(hand_pid)).then_some(())
     });
     assert_eq!(mesh.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
-    by_hand.kill().unwrap();
-    by_hand.wait().unwrap();
+    by_hand.kill();
     assert_eq!(mesh.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
     let pid = mesh.run(&["resolve", "echo"]).code(0).json()["pid"].as_u64().unwrap();
     assert_ne!(pid, hand_pid, "loaded from the manifest");
@@ -308,10 +300,10 @@ fn a_self_loaded_module_serves_by_name_until_it_leaves() {
 #[allow(clippy::await_holding_lock)]
 async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_office() {
     let _alone = alone();
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("counter", COUNTER, "");
     let _router = mesh.spawn(&["router"]);
-    let old = mesh.wait_router(WAIT);
+    let old = mesh.wait_router();
     let options =
         ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new("load") };
     let client = Arc::new(Client::connect(options).await.expect("connect"));
@@ -357,20 +349,16 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
             (after, failed_after, incrs)
         }
     });
-    wait_async("calls under way", || (rounds.load(Ordering::Relaxed) >= 20).then_some(())).await;
+    wait_async(&mesh, "calls under way", || (rounds.load(Ordering::Relaxed) >= 20).then_some(())).await;
     let restart = tokio::task::spawn_blocking({
-        let polis = mesh.polis(&["router", "restart"]);
-        move || {
-            let mut polis = polis;
-            polis.output().unwrap()
-        }
+        let (polis, dir) = (mesh.polis(&["router", "restart"]), mesh.dir.clone());
+        move || polis_testing::Run::within(polis, WAIT, Some(&dir))
     });
-    let new = wait_async("the successor in office", || mesh.router().filter(|r| r.id != old.id)).await;
+    let new = wait_async(&mesh, "the successor in office", || mesh.router().filter(|r| r.id != old.id)).await;
     *in_office.lock().unwrap() = Some(Instant::now());
-    let restart = restart.await.unwrap();
-    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    restart.await.unwrap().code(0);
     assert_eq!(new.epoch, Some(2));
-    wait_async("50 rounds of calls after the handover", || {
+    wait_async(&mesh, "50 rounds of calls after the handover", || {
         (rounds_after.load(Ordering::Relaxed) >= 50).then_some(())
     })
     .await;
@@ -391,10 +379,10 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
 #[test]
 fn the_harness_runs_routers_standbys_frontends_and_checks_the_invariants() {
     let _alone = alone();
-    let mesh = TestMesh::new(util::POLIS).unwrap();
+    let mesh = mesh();
     mesh.module("counter", COUNTER, "");
     let mut router = mesh.start_router(&[]);
-    let _standby = mesh.start_standby();
+    let _standby = mesh.start_standby(&[]);
     let mut frontend = mesh.start_frontend("tester");
     assert_eq!(frontend.call("counter incr"), "1");
     assert_eq!(mesh.routers_in_office(), 1);

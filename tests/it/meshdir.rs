@@ -2,11 +2,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Mesh, POLIS};
+use crate::util::{POLIS, mesh};
 
 #[test]
 fn a_fresh_mesh_dir_is_private() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.run(&["ls"]).code(0);
     let mode = std::fs::metadata(&mesh.dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
@@ -15,7 +15,7 @@ fn a_fresh_mesh_dir_is_private() {
 #[test]
 fn group_or_world_writable_mesh_dirs_are_refused() {
     for mode in [0o770, 0o702, 0o777] {
-        let mesh = Mesh::new();
+        let mesh = mesh();
         std::fs::create_dir(&mesh.dir).unwrap();
         std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(mode)).unwrap();
         for args in [&["ls"][..], &["router"][..], &["resolve", "router"][..]] {
@@ -32,7 +32,7 @@ fn group_or_world_writable_mesh_dirs_are_refused() {
 
 #[test]
 fn a_mesh_dir_owned_by_another_user_is_refused() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     std::fs::create_dir(&mesh.dir).unwrap();
     std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let dir = if rustix::process::geteuid().is_root() {
@@ -42,8 +42,10 @@ fn a_mesh_dir_owned_by_another_user_is_refused() {
         // Without root we cannot give a directory away; one of root's will do.
         "/usr".into()
     };
-    let run = std::process::Command::new(POLIS).arg("--mesh-dir").arg(&dir).arg("ls").output().unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{err}");
-    assert!(err.contains(&dir.display().to_string()) && err.contains("is owned by uid"), "{err}");
+    let mut cmd = mesh.command(POLIS);
+    cmd.arg("--mesh-dir").arg(&dir).arg("ls");
+    let run = mesh.run_command(cmd);
+    run.code(1);
+    let err = run.stderr();
+    assert!(err.contains(&dir.display().to_string()) && err.contains("is owned by uid"), "{run}");
 }

@@ -8,16 +8,14 @@
 //! `qa!` (or `cq!` after an error), and the test kills `nvim` at its deadline.
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use crate::util::{ECHO, Mesh, POLIS, listing, wait_until};
+use polis_testing::Run;
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::util::{ECHO, POLIS, Process, TestMesh, WAIT, listing, mesh, wait_until};
 
 /// Builds `polis-lua` (once per test binary) and returns the library.
 fn cdylib() -> &'static Path {
@@ -26,7 +24,8 @@ fn cdylib() -> &'static Path {
         // The test binary is target/<profile dir>/deps/it-<hash>.
         let exe = std::env::current_exe().expect("the test binary's path");
         let profile = exe.parent().and_then(Path::parent).and_then(Path::file_name);
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        // The user's own cargo and toolchain: a build tool, not under test.
+        let mut cmd = polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.args(["build", "-p", "polis-lua", "--message-format=json-render-diagnostics", "--manifest-path"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
         match profile.and_then(|p| p.to_str()) {
@@ -38,13 +37,9 @@ fn cdylib() -> &'static Path {
                 cmd.args(["--profile", other]);
             }
         }
-        let output = crate::util::output_within(&mut cmd, Duration::from_secs(600));
-        let (status, stdout, stderr) = (
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        );
-        assert!(status.success(), "cargo build -p polis-lua failed ({status})\n{stderr}");
+        let build = Run::within(cmd, Duration::from_secs(600), None);
+        let (stdout, stderr) = (build.stdout(), build.stderr());
+        assert!(build.status().success(), "cargo build -p polis-lua failed\n{build}");
         // The artifact message names the library wherever the target dir is.
         let lib = stdout
             .lines()
@@ -93,15 +88,13 @@ vim.cmd(ok and "qa!" or "cq!")
 /// A headless Neovim running one script; killed and reaped on drop.
 struct Nvim {
     name: String,
-    child: Option<Child>,
+    process: Process,
     out: PathBuf,
-    log: PathBuf,
-    mesh: PathBuf,
 }
 
 impl Nvim {
     /// Starts `nvim --headless` on `body` (Lua, run after [`PRELUDE`]).
-    fn start(mesh: &Mesh, name: &str, body: &str) -> Self {
+    fn start(mesh: &TestMesh, name: &str, body: &str) -> Self {
         let root = mesh.root();
         let libdir = root.join("lua");
         if !libdir.exists() {
@@ -110,7 +103,6 @@ impl Nvim {
         }
         let script = root.join(format!("{name}.lua"));
         let out = root.join(format!("{name}.out"));
-        let log = root.join(format!("{name}.log"));
         // The paths go to the script as the chunk's arguments.
         let args = [&libdir, &out, &mesh.dir, &mesh.modules, &root.to_owned(), &PathBuf::from(POLIS)]
             .map(|p| format!("[==[{}]==]", p.display()))
@@ -119,28 +111,18 @@ impl Nvim {
         let source = format!("assert(loadstring([=====[{chunk}]=====], {name:?}))({args})\n");
         std::fs::write(&script, source).expect("write the script");
 
-        let mut cmd = Command::new("nvim");
+        // Hermetic: its config, data and state dirs are the mesh's own.
+        let mut cmd = mesh.command("nvim");
         cmd.args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "--noplugin", "-c"])
             .arg(format!("luafile {}", script.display()))
             .current_dir(root)
             .env("POLIS_BIN", POLIS)
             // Short, so that the last editor's exit ends the router soon.
             .env("POLIS_LINGER", "300ms")
-            .env_remove("POLIS_MESH_DIR")
-            .env_remove("POLIS_MODULES_PATH")
-            .env_remove("POLIS_MESH")
-            .env("NVIM_LOG_FILE", root.join("nvim-internal.log"))
-            .env("XDG_CONFIG_HOME", root.join("xdg"))
-            .env("XDG_DATA_HOME", root.join("xdg"))
-            .env("XDG_STATE_HOME", root.join("xdg"))
-            .env("XDG_CACHE_HOME", root.join("xdg"))
-            .stdin(Stdio::null());
-        let output = File::create(&log).expect("nvim's log");
-        cmd.stderr(output.try_clone().expect("nvim's log")).stdout(output);
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot run nvim ({e}); install Neovim (apt-get install neovim, as .ci/run does)")
-        });
-        Self { name: name.into(), child: Some(child), out, log, mesh: mesh.dir.clone() }
+            .env("NVIM_LOG_FILE", root.join("nvim-internal.log"));
+        // Install Neovim (apt-get install neovim, as .ci/run does) if it is missing.
+        let process = mesh.start(cmd);
+        Self { name: name.into(), process, out }
     }
 
     /// The script's report so far.
@@ -149,14 +131,8 @@ impl Nvim {
     }
 
     /// Everything there is to know when something went wrong.
-    fn describe(&self) -> String {
-        format!(
-            "nvim {}\nreport:\n{}\nnvim output:\n{}\n{}",
-            self.name,
-            self.report(),
-            std::fs::read_to_string(&self.log).unwrap_or_default(),
-            listing(&self.mesh)
-        )
+    fn describe(&mut self) -> String {
+        format!("nvim {}\nreport:\n{}\n{}", self.name, self.report(), self.process.describe())
     }
 
     /// Waits for a report line that starts with `key`, and gives the rest.
@@ -166,7 +142,7 @@ impl Nvim {
             if let Some(rest) = find(&self.report(), key) {
                 return rest;
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"));
+            let exited = self.process.try_exit();
             if exited.is_some() || Instant::now() > deadline {
                 panic!("no {key:?} line from the script (exit: {exited:?})\n{}", self.describe());
             }
@@ -176,32 +152,11 @@ impl Nvim {
 
     /// Waits for the script's own `qa!`, and gives its report.
     fn finish(&mut self) -> Report {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("nvim did not quit within {WAIT:?}; killed\n{}", self.describe());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (status, _) = self.process.wait(WAIT);
         assert!(status.success(), "nvim exited with {status}\n{}", self.describe());
         let text = self.report();
         assert!(!text.contains("ERROR"), "the script failed\n{}", self.describe());
         Report { text, context: self.describe() }
-    }
-}
-
-impl Drop for Nvim {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -230,11 +185,28 @@ impl Report {
     }
 }
 
-fn touch(mesh: &Mesh, name: &str) {
+/// A JSON-RPC module whose `wait {path}` answers `{"opened": true}` once
+/// the file `path` exists.
+const GATE: &str = r#"#!/usr/bin/env python3
+import json, os, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    if msg["method"] == "wait":
+        while not os.path.exists(msg["params"]["path"]):
+            time.sleep(0.005)
+        result = {"opened": True}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+fn touch(mesh: &TestMesh, name: &str) {
     std::fs::write(mesh.root().join(name), "").expect("signal file");
 }
 
-fn session_names(mesh: &Mesh) -> Vec<String> {
+fn session_names(mesh: &TestMesh) -> Vec<String> {
     let status = mesh.run(&["status", "--json"]).code(0).json();
     let sessions = status["sessions"].as_array().cloned().unwrap_or_default();
     let mut names: Vec<String> =
@@ -245,7 +217,7 @@ fn session_names(mesh: &Mesh) -> Vec<String> {
 
 #[test]
 fn two_editors_share_a_router_that_leaves_after_the_last() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("echo", ECHO, "");
 
     // A launches the router ($POLIS_BIN), calls, and quits without close():
@@ -262,7 +234,7 @@ fn two_editors_share_a_router_that_leaves_after_the_last() {
     );
     assert_eq!(a.wait_line("call"), "a");
     a.wait_line("ready");
-    let router = mesh.wait_router(WAIT);
+    let router = mesh.wait_router();
 
     // B finds that router, names the polis binary itself, and calls on
     // after A has gone.
@@ -304,15 +276,16 @@ fn two_editors_share_a_router_that_leaves_after_the_last() {
     for i in 1..=5 {
         assert_eq!(report.get(&format!("call{i}")), format!("{i} nil"), "call {i} after A left");
     }
-    mesh.wait_no_processes(WAIT);
+    mesh.wait_no_processes();
     println!("router and echo gone {:?} after the last editor closed (linger 300 ms)", left.elapsed());
     assert!(!mesh.dir.join("router.json").exists(), "router.json is removed\n{}", listing(&mesh.dir));
 }
 
 #[test]
 fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("echo", ECHO, "");
+    mesh.script_module("gate", "jsonrpc", GATE, "");
     let mut nvim = Nvim::start(
         &mesh,
         "async",
@@ -326,7 +299,11 @@ fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
   timer:start(50, 50, function() ticks = ticks + 1 end)
   local got = {}
   local t0 = uv.hrtime()
-  c:call_async("echo", "sleep", { ms = 500 }, function(err, result)
+  -- The module answers only once the gate file exists, and the script
+  -- writes it only after call_async has returned: a blocking call_async
+  -- would never return.
+  local gate = ROOT .. "/gate-open"
+  c:call_async("gate", "wait", { path = gate }, function(err, result)
     got.ms = (uv.hrtime() - t0) / 1e6
     got.err, got.result, got.ticks = err, result, ticks
     got.fast = vim.in_fast_event()
@@ -341,10 +318,14 @@ fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
   c:call_async("echo", "fail", { code = 9, message = "async nope" }, function(err, r)
     failed.err, failed.result = err, r
   end)
-  assert(vim.wait(5000, function() return got.ms ~= nil and #echoed == 3 and failed.err end, 5), "no callbacks")
+  -- The editor works while the call is out: its timer ticks, other calls come back.
+  assert(vim.wait(20000, function() return ticks >= 3 and #echoed == 3 and failed.err end, 5), "no ticks")
+  report("waiting", got.ms == nil)
+  assert(io.open(gate, "w")):close()
+  assert(vim.wait(20000, function() return got.ms ~= nil end, 5), "no callback")
   timer:stop()
   timer:close()
-  report("slept_ms", got.result.slept_ms)
+  report("opened", got.result.opened)
   report("err", got.err)
   report("ticks", got.ticks)
   report("callback_ms", got.ms)
@@ -358,14 +339,14 @@ fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
   local cancelled
   c:call_async("echo", "sleep", { ms = 5000 }, function(err, r) cancelled = err end)
   c:close()
-  assert(vim.wait(2000, function() return cancelled ~= nil end, 5), "no callback after close")
+  assert(vim.wait(20000, function() return cancelled ~= nil end, 5), "no callback after close")
   report("cancelled", cancelled)
 
   -- A client dropped without close() ends its session once collected.
   local d = assert(polis.connect{ mesh_dir = MESH, name = "dropped" })
   local pinged
   d:call_async("echo", "ping", nil, function(err, r) pinged = r end)
-  assert(vim.wait(5000, function() return pinged ~= nil end, 5), "no ping")
+  assert(vim.wait(20000, function() return pinged ~= nil end, 5), "no ping")
   report("d-connected")
   wait_file("seen")
   d = nil
@@ -385,25 +366,29 @@ fn call_async_runs_its_callback_on_the_main_loop_while_the_editor_works() {
     touch(&mesh, "checked");
     let report = nvim.finish();
     assert_eq!(report.get("ping"), "pong", "the blocking call works");
-    assert!(report.number("returned_ms") < 100.0, "call_async returned at once\n{}", report.context);
-    assert_eq!(report.get("slept_ms"), "500");
+    assert_eq!(report.get("waiting"), "true", "the call was out while the editor worked");
+    assert_eq!(report.get("opened"), "true", "answered once the gate was open");
     assert_eq!(report.get("err"), "nil");
     let ticks = report.number("ticks");
-    assert!(ticks >= 5.0, "the timer ticked {ticks} times before the callback\n{}", report.context);
-    assert!(report.number("callback_ms") >= 500.0);
+    assert!(ticks >= 3.0, "the timer ticked {ticks} times before the callback\n{}", report.context);
+    println!(
+        "call_async returned after {} ms; its callback ran after {} ms",
+        report.get("returned_ms"),
+        report.get("callback_ms")
+    );
     assert_eq!(report.get("fast"), "false", "the callback is not in a fast event");
     assert_eq!(report.get("api"), "true from a callback", "the callback may use the whole API");
     assert_eq!(report.get("echoed"), "1,2,3", "each callback got its own result");
     assert_eq!(report.get("failed"), "nil FAILED_PRECONDITION: async nope");
     assert_eq!(report.get("ping_after"), "pong");
     assert!(report.get("cancelled").starts_with("CANCELLED: "), "{}", report.context);
-    println!("timer ticks while call_async waited 500 ms: {ticks}");
-    mesh.wait_no_processes(WAIT);
+    println!("timer ticks while call_async waited: {ticks}");
+    mesh.wait_no_processes();
 }
 
 #[test]
 fn lua_tables_map_to_json_and_errors_come_back_as_nil_and_a_message() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.module("echo", ECHO, "");
     std::fs::write(mesh.root().join("a-file"), "").expect("a file");
     let mut nvim = Nvim::start(
@@ -477,5 +462,5 @@ fn lua_tables_map_to_json_and_errors_come_back_as_nil_and_a_message() {
     err("bad_option", &["INVALID_ARGUMENT", "unknown option \"lanch\""]);
     err("closed", &["FAILED_PRECONDITION", "closed"]);
     assert_eq!(report.get("survived"), "yes");
-    mesh.wait_no_processes(WAIT);
+    mesh.wait_no_processes();
 }

@@ -1,16 +1,12 @@
 //! Node records as `polis ls` and `polis resolve` read them.
 
-use std::time::Duration;
-
-use crate::util::Mesh;
-
-const WAIT: Duration = Duration::from_secs(20);
+use crate::util::{WAIT, mesh};
 
 #[test]
 fn a_record_stops_being_listed_the_moment_its_process_dies() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     let mut router = mesh.spawn(&["router"]);
-    let record = mesh.wait_router(WAIT);
+    let record = mesh.wait_router();
     let ls = mesh.run(&["ls", "--json"]).code(0).json();
     assert_eq!(ls["nodes"][0]["id"], record.id.to_string());
 
@@ -24,7 +20,7 @@ fn a_record_stops_being_listed_the_moment_its_process_dies() {
 
     // The next router collects it.
     let _next = mesh.spawn(&["router"]);
-    let next = mesh.wait_router(WAIT);
+    let next = mesh.wait_router();
     assert_eq!(next.epoch, Some(2));
     let dead = mesh.dir.join(format!("nodes/{}.json", record.id));
     crate::util::wait_until(WAIT, &mesh.dir, "the dead record to be collected", || {
@@ -34,9 +30,9 @@ fn a_record_stops_being_listed_the_moment_its_process_dies() {
 
 #[test]
 fn unreadable_records_are_skipped_with_a_warning() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     let _router = mesh.spawn(&["router"]);
-    let record = mesh.wait_router(WAIT);
+    let record = mesh.wait_router();
 
     let bad: [(&str, &[u8], &str); 4] = [
         ("garbage", b"\x7fELF\x02\x01 not a record at all", "not JSON"),
@@ -71,14 +67,14 @@ fn unreadable_records_are_skipped_with_a_warning() {
 
 #[test]
 fn resolve_prints_contract_json_or_exits_3() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     let run = mesh.run(&["resolve", "nothing-here"]);
     run.code(3);
     assert!(run.stderr().starts_with("error: no live node serves \"nothing-here\""), "{run}");
     assert_eq!(run.stderr().lines().count(), 1, "one error line\n{run}");
 
     let _router = mesh.spawn(&["router"]);
-    let record = mesh.wait_router(WAIT);
+    let record = mesh.wait_router();
     let json = mesh.run(&["resolve", "router"]).code(0).json();
     for key in
         ["format", "id", "role", "name", "services", "pid", "version", "started_at", "endpoint", "router"]
@@ -92,7 +88,7 @@ fn resolve_prints_contract_json_or_exits_3() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     mesh.run(&["no-such-command"]).code(2);
     mesh.run(&["resolve"]).code(2);
 }

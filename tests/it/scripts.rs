@@ -3,100 +3,45 @@
 //! stubs from `proto/` and calls the router with grpcio (installed by
 //! `.ci/run`). Real processes: a `polis router` and `python3`.
 
-use std::{
-    path::PathBuf,
-    process::{Command, ExitStatus, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use serde_json::json;
 
-use crate::util::{ECHO, Mesh, Proc, listing};
+use polis_testing::Run;
+
+use crate::util::{ECHO, Process, TestMesh, listing, mesh};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/polis_call.py");
 
-const WAIT: Duration = Duration::from_secs(20);
 /// Python's start, protoc and the call; generous for a loaded CI machine.
 const SCRIPT_WAIT: Duration = Duration::from_secs(60);
 
 /// A mesh with the `echo` module, and its router running.
-fn mesh_with_router() -> (Mesh, Proc) {
-    let mesh = Mesh::new();
+fn mesh_with_router() -> (TestMesh, Process) {
+    let mesh = mesh();
     mesh.module("echo", ECHO, "");
     let router = mesh.spawn(&["router"]);
-    mesh.wait_router(WAIT);
+    mesh.wait_router();
     (mesh, router)
 }
 
-/// `python3 polis_call.py ARGS`, with no mesh chosen by the environment.
-fn script_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new("python3");
+/// `python3 polis_call.py ARGS`, hermetic: no mesh chosen by the environment.
+fn script_command(mesh: &TestMesh, args: &[&str]) -> Command {
+    let mut cmd = mesh.command("python3");
     cmd.arg(SCRIPT).args(args);
-    cmd.env_remove("POLIS_MESH_DIR").env_remove("POLIS_MESH").env_remove("XDG_RUNTIME_DIR");
-    cmd.stdin(Stdio::null());
     cmd
 }
 
 /// `python3 polis_call.py --mesh-dir <mesh> ARGS`, run to completion.
-fn script(mesh: &Mesh, args: &[&str]) -> Script {
-    let mut cmd = script_command(&["--mesh-dir", mesh.dir.to_str().expect("UTF-8 mesh path")]);
+fn script(mesh: &TestMesh, args: &[&str]) -> Run {
+    let mut cmd = script_command(mesh, &["--mesh-dir", mesh.dir.to_str().expect("UTF-8 mesh path")]);
     cmd.args(args);
-    Script::run(cmd, mesh)
+    run(mesh, cmd)
 }
 
-/// A finished run of the script: like `util::Run`, with a deadline.
-struct Script {
-    cmd: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    mesh: PathBuf,
-}
-
-impl Script {
-    /// Runs `cmd`, killing it (and failing) if it is not done within `SCRIPT_WAIT`.
-    fn run(mut cmd: Command, mesh: &Mesh) -> Self {
-        let output = crate::util::output_within(&mut cmd, SCRIPT_WAIT);
-        Self {
-            cmd: format!("{cmd:?}"),
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            mesh: mesh.dir.clone(),
-        }
-    }
-
-    /// Asserts the exit code, and returns self for more checks.
-    fn code(&self, want: i32) -> &Self {
-        assert_eq!(self.status.code(), Some(want), "unexpected exit status\n{self}");
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
-    }
-
-    /// The one line on stderr.
-    fn error_line(&self) -> &str {
-        let mut lines = self.stderr.lines();
-        let line = lines.next().unwrap_or_else(|| panic!("nothing on stderr\n{self}"));
-        assert_eq!(lines.next(), None, "more than one line on stderr\n{self}");
-        line
-    }
-}
-
-impl std::fmt::Display for Script {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}\n{}",
-            self.cmd,
-            self.status,
-            self.stdout,
-            self.stderr,
-            listing(&self.mesh)
-        )
-    }
+/// Runs `cmd`, killing it (and failing) if it is not done within `SCRIPT_WAIT`.
+fn run(mesh: &TestMesh, cmd: Command) -> Run {
+    Run::within(cmd, SCRIPT_WAIT, Some(&mesh.dir))
 }
 
 #[test]
@@ -124,18 +69,18 @@ fn the_script_finds_the_mesh_as_polis_does() {
     let (mesh, _router) = mesh_with_router();
 
     // POLIS_MESH_DIR, when no --mesh-dir is given.
-    let mut cmd = script_command(&["echo", "ping"]);
+    let mut cmd = script_command(&mesh, &["echo", "ping"]);
     cmd.env("POLIS_MESH_DIR", &mesh.dir);
-    let by_env = Script::run(cmd, &mesh);
+    let by_env = run(&mesh, cmd);
     assert_eq!(by_env.code(0).json(), json!("pong"), "{by_env}");
 
-    // $XDG_RUNTIME_DIR/polis/$POLIS_MESH otherwise.
-    let runtime = mesh.root().join("run");
+    // $XDG_RUNTIME_DIR/polis/$POLIS_MESH otherwise (the mesh's own runtime dir).
+    let runtime = mesh.runtime_dir();
     std::fs::create_dir_all(runtime.join("polis")).expect("runtime dir");
     std::os::unix::fs::symlink(&mesh.dir, runtime.join("polis").join("work")).expect("symlink");
-    let mut cmd = script_command(&["echo", "ping"]);
-    cmd.env("XDG_RUNTIME_DIR", &runtime).env("POLIS_MESH", "work");
-    let by_name = Script::run(cmd, &mesh);
+    let mut cmd = script_command(&mesh, &["echo", "ping"]);
+    cmd.env("POLIS_MESH", "work");
+    let by_name = run(&mesh, cmd);
     assert_eq!(by_name.code(0).json(), json!("pong"), "{by_name}");
 }
 
@@ -143,12 +88,12 @@ fn the_script_finds_the_mesh_as_polis_does() {
 fn the_grpc_health_service_answers_serving() {
     let (mesh, _router) = mesh_with_router();
     let health = script(&mesh, &["--health"]);
-    assert_eq!(health.code(0).stdout.trim(), "SERVING", "{health}");
+    assert_eq!(health.code(0).stdout().trim(), "SERVING", "{health}");
 }
 
 #[test]
 fn a_script_with_no_router_exits_4() {
-    let mesh = Mesh::new();
+    let mesh = mesh();
     let run = script(&mesh, &["echo", "ping"]);
     run.code(4);
     let want = format!(
@@ -156,7 +101,7 @@ fn a_script_with_no_router_exits_4() {
         mesh.dir.display()
     );
     assert_eq!(run.error_line(), want, "{run}");
-    assert_eq!(run.stdout, "", "{run}");
+    assert_eq!(run.stdout(), "", "{run}");
 }
 
 #[test]
@@ -178,7 +123,8 @@ fn a_script_streams_one_json_value_per_line() {
     let (mesh, _router) = mesh_with_router();
     let run = script(&mesh, &["--stream", "echo", "stream", r#"{"count":3,"interval_ms":10}"#]);
     run.code(0);
-    let lines: Vec<&str> = run.stdout.lines().collect();
+    let stdout = run.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["0", "1", "2"], "{run}");
 }
 
@@ -209,5 +155,5 @@ fn the_script_resolves_names_like_polis_resolve() {
         .expect("write a broken record");
     let skipped = script(&mesh, &["--resolve", "echo"]);
     assert_eq!(skipped.code(0).json()["services"], json!(["echo"]), "{skipped}");
-    assert!(skipped.stderr.starts_with("warning: skipping "), "{skipped}");
+    assert!(skipped.stderr().starts_with("warning: skipping "), "{skipped}");
 }

@@ -44,7 +44,7 @@ pub(crate) fn measure(payload: usize) -> anyhow::Result<Floor> {
 
 fn peer(args: &[&str]) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = polis_testing::command(exe);
     cmd.arg("echo-peer").args(args);
     Ok(cmd)
 }

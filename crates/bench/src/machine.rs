@@ -52,7 +52,7 @@ impl Machine {
 
 /// A command's trimmed stdout, run in the workspace, or `unknown`.
 fn command(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
+    polis_testing::command(program)
         .args(args)
         .current_dir(crate::setup::workspace())
         .output()

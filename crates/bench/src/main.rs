@@ -20,10 +20,6 @@
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
-// FIXME(issue 9): temporary, until this harness gets its own allowed spawn
-// site; polis_mesh::process::command is the only one (clippy.toml).
-#![allow(clippy::disallowed_methods)]
-
 mod floor;
 mod machine;
 mod norgopolis;

@@ -102,7 +102,7 @@ impl<'a> Bench<'a> {
     }
 
     fn client(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.tools.client);
+        let mut cmd = tokio::process::Command::from(polis_testing::command(&self.tools.client));
         cmd.args(args).arg(PAYLOAD.to_string());
         cmd
     }
@@ -118,7 +118,7 @@ impl<'a> Bench<'a> {
 
     /// Starts the server, waits until it accepts connections, and returns its pid.
     async fn start_server(&self) -> anyhow::Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new(&self.tools.server);
+        let mut cmd = tokio::process::Command::from(polis_testing::command(&self.tools.server));
         cmd.arg("--path").arg(&self.modules).stdin(Stdio::null()).stdout(Stdio::null()).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("cannot run {}", self.tools.server.display()))?;
         // Its `ready` comes before it binds, so wait for a connection instead.

@@ -13,6 +13,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use polis_client::{Client, ClientOptions, Launcher};
 use polis_discovery::{Discovery, MeshDir};
+use polis_testing::TestMesh;
 use tokio::sync::watch;
 
 use crate::{
@@ -52,12 +53,11 @@ pub(crate) async fn measure(bins: &setup::Polis) -> PolisFigures {
     }
 }
 
-/// A temp mesh directory with `echo` (frames) and `pyecho` (jsonrpc)
-/// manifests beside it. On drop, every process of the mesh still running is
-/// killed.
+/// A hermetic temp mesh (`polis_testing::TestMesh`) with `echo` (frames)
+/// and `pyecho` (jsonrpc) manifests. On drop, every process of the mesh
+/// still running is killed.
 struct TempMesh {
-    // Short: the router's socket path must stay under 108 bytes.
-    _tmp: tempfile::TempDir,
+    mesh: TestMesh,
     dir: PathBuf,
     modules: PathBuf,
     polis: PathBuf,
@@ -65,28 +65,22 @@ struct TempMesh {
 
 impl TempMesh {
     fn new(bins: &setup::Polis) -> anyhow::Result<Self> {
-        let tmp = tempfile::Builder::new().prefix("pb").tempdir_in("/tmp")?;
-        let dir = tmp.path().join("m");
-        let modules = tmp.path().join("mods");
-        let manifest = |name: &str, exec: &std::path::Path, protocol: &str| -> anyhow::Result<()> {
-            std::fs::create_dir_all(modules.join(name))?;
-            let body =
-                format!("name = {name:?}\nversion = \"0.1.0\"\nexec = {exec:?}\nprotocol = {protocol:?}\n");
-            Ok(std::fs::write(modules.join(name).join("module.toml"), body)?)
-        };
-        manifest("echo", &bins.echo, "frames")?;
+        let mesh = TestMesh::new(&bins.polis)?;
+        mesh.module("echo", &bins.echo, "");
         if let Some(pyecho) = &bins.pyecho {
-            manifest("pyecho", pyecho, "jsonrpc")?;
+            mesh.manifest(
+                "pyecho",
+                &format!("exec = {:?}\nprotocol = \"jsonrpc\"", pyecho.display().to_string()),
+            );
         }
-        Ok(Self { _tmp: tmp, dir, modules, polis: bins.polis.clone() })
+        let (dir, modules) = (mesh.dir.clone(), mesh.modules.clone());
+        Ok(Self { mesh, dir, modules, polis: bins.polis.clone() })
     }
 
-    /// `polis --mesh-dir <dir> --modules-path <modules> ARGS`.
+    /// `polis --mesh-dir <dir> --modules-path <modules> ARGS`, hermetic.
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.polis);
-        cmd.arg("--mesh-dir").arg(&self.dir).arg("--modules-path").arg(&self.modules).args(args);
-        cmd.env_remove("POLIS_MESH_DIR").env_remove("POLIS_MODULES_PATH").env_remove("POLIS_LOG");
-        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        let mut cmd = tokio::process::Command::from(self.mesh.polis(args));
+        cmd.kill_on_drop(true);
         cmd
     }
 

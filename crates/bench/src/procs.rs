@@ -1,8 +1,10 @@
-//! Processes, seen through `/proc`: memory, finding what a measurement left
-//! behind, and killing exactly those pids (never by name).
+//! What the bench needs of processes beyond the harness's `/proc` helpers
+//! (`polis_testing::procs`): pinning to one CPU, finding what a measurement
+//! left behind, killing exactly those pids (never by name), and running
+//! commands to their end.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Output, Stdio},
     time::{Duration, Instant},
 };
@@ -36,54 +38,13 @@ impl Drop for OneCpu {
     }
 }
 
-/// The resident set of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Whether `pid` is a running process (not gone, not a zombie).
-pub(crate) fn is_running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    // The state follows the command name, which is in parentheses.
-    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-}
-
-/// Running processes for which `matches(pid_dir)` holds.
-fn scan(matches: impl Fn(&Path) -> bool) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if pid != std::process::id() && matches(&entry.path()) && is_running(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Processes of the polis mesh at `mesh`: routers started with
-/// `--mesh-dir <mesh>` and modules given `POLIS_MESH_DIR=<mesh>`.
-pub(crate) fn mesh_processes(mesh: &Path) -> Vec<u32> {
-    let dir = mesh.display().to_string();
-    let env_line = format!("POLIS_MESH_DIR={dir}");
-    scan(|proc_dir| {
-        let read = |f: &str| std::fs::read(proc_dir.join(f)).unwrap_or_default();
-        let has = |bytes: &[u8], needle: &str| bytes.split(|b| *b == 0).any(|part| part == needle.as_bytes());
-        has(&read("cmdline"), &dir) || has(&read("environ"), &env_line)
-    })
-}
+pub(crate) use polis_testing::procs::{kill, mesh_processes, rss_kib};
 
 /// Processes running one of the executables `exes` (absolute, canonical).
 pub(crate) fn exe_processes(exes: &[PathBuf]) -> Vec<u32> {
-    scan(|proc_dir| std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| exes.contains(&exe)))
-}
-
-/// Sends SIGKILL to `pid`.
-pub(crate) fn kill(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
+    polis_testing::procs::processes_where(|proc_dir| {
+        std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| exes.contains(&exe))
+    })
 }
 
 /// Kills every process `find` returns, until none is left (at most `timeout`).
@@ -127,17 +88,4 @@ pub(crate) fn failure(what: &str, out: &Output) -> anyhow::Error {
     let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     anyhow::anyhow!("{what} failed ({}): {}", out.status, tail.join(" / "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_memory_is_read() {
-        let kib = rss_kib(std::process::id()).expect("VmRSS of this process");
-        assert!(kib > 100, "{kib} KiB");
-        assert!(is_running(std::process::id()));
-        assert!(!is_running(u32::MAX));
-    }
 }

@@ -53,7 +53,7 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 
 fn cargo() -> Command {
     // `cargo run` says which cargo it is; run the same one.
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn run(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
@@ -88,7 +88,8 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
         Ok(path)
     };
     let pyecho = workspace().join("modules/pyecho/pyecho.py");
-    let python = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    let python =
+        polis_testing::command("python3").arg("--version").output().is_ok_and(|o| o.status.success());
     if !python {
         progress("python3 not found: the jsonrpc row will say so");
     }
@@ -142,7 +143,7 @@ pub(crate) fn norgopolis() -> anyhow::Result<Norgopolis> {
 
 fn ensure_protoc() -> anyhow::Result<()> {
     let protoc = std::env::var_os("PROTOC").unwrap_or_else(|| "protoc".into());
-    if Command::new(&protoc).arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if polis_testing::command(&protoc).arg("--version").output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
     let install =
@@ -150,5 +151,5 @@ fn ensure_protoc() -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("protoc is missing (norgopolis's crates compile .proto files with it); run as root: {install}");
     }
-    run("installing Debian's protobuf-compiler (protoc)", Command::new("sh").args(["-c", install]))
+    run("installing Debian's protobuf-compiler (protoc)", polis_testing::command("sh").args(["-c", install]))
 }

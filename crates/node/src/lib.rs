@@ -10,13 +10,10 @@
 //! - [`manifest`]: `module.toml`, the search path, dependency order.
 //! - `host`: starting, linking, supervising and stopping modules.
 //! - [`router`]: the gRPC services and the router's life.
-//! - `testing` (feature `testing`): a harness for tests with several routers.
 
 mod host;
 pub mod manifest;
 pub mod router;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use host::HostConfig;
 
