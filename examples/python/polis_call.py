@@ -66,7 +66,12 @@ JSON_CONTENT_TYPE = "application/json"
 # This file lives at <repo>/examples/python/polis_call.py; the .proto files
 # are at <repo>/proto/polis/v1/*.proto.
 DEFAULT_PROTO_DIR = Path(__file__).resolve().parent.parent.parent / "proto"
-PROTO_FILES = ["polis/v1/payload.proto", "polis/v1/frame.proto", "polis/v1/router.proto"]
+PROTO_FILES = [
+    "polis/v1/payload.proto",
+    "polis/v1/session.proto",
+    "polis/v1/frame.proto",
+    "polis/v1/router.proto",
+]
 
 
 class Failure(Exception):

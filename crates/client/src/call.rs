@@ -42,8 +42,10 @@ pub(crate) async fn unary(
 ) -> Result<Bytes, ClientError> {
     let deadline = Instant::now() + options.timeout.unwrap_or(RETRY_WINDOW);
     let mut backoff = Duration::from_millis(1);
+    // The first try carries the timeout as given (the router's message names
+    // it); a retry carries what is left of it.
+    let mut left = options.timeout;
     loop {
-        let left = options.timeout.map(|_| deadline.saturating_duration_since(Instant::now()));
         let request = request(caller, service, method, payload.clone(), left);
         match RouterClient::new(channel()).call(request).await.map_err(ClientError::from) {
             Ok(reply) => return Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default()),
@@ -57,6 +59,7 @@ pub(crate) async fn unary(
                 // Short: a failover takes milliseconds, and waiting longer
                 // than it would only add to the caller's gap.
                 backoff = (backoff * 2).min(Duration::from_millis(5));
+                left = options.timeout.map(|_| deadline.saturating_duration_since(Instant::now()));
             }
             Err(err) => return Err(err),
         }
