@@ -36,6 +36,15 @@ pub enum Error {
         /// The path refused.
         path: PathBuf,
     },
+    /// A file of the mesh that polis locks or reads is something else, such
+    /// as a FIFO or a symbolic link.
+    #[error("{} is {what}, not a regular file; remove it", path.display())]
+    NotAFile {
+        /// The path refused.
+        path: PathBuf,
+        /// What it is instead, such as "a FIFO".
+        what: &'static str,
+    },
     /// A node id is already published by a live process.
     #[error("node {id} is already published by a live process")]
     IdInUse {
@@ -64,6 +73,40 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the local mesh directory or setup was refused as unsafe or
+    /// unusable (its permissions, its owner, a path that is not a directory,
+    /// a lock that is not a regular file),
+    /// rather than an operation failing. The `polis` command exits 5 for
+    /// these; nothing but fixing the setup makes them go away.
+    ///
+    /// ```
+    /// let tmp = std::env::temp_dir().join(format!("polis-doc-{}", std::process::id()));
+    /// std::fs::write(&tmp, b"")?;
+    /// let err = polis_discovery::MeshDir::open(&tmp).unwrap_err();
+    /// assert!(err.is_refusal(), "{err}");
+    /// # std::fs::remove_file(&tmp)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Insecure { .. }
+            | Error::NotOwner { .. }
+            | Error::NotADirectory { .. }
+            | Error::NotAFile { .. } => true,
+            Error::IdInUse { .. } | Error::Io { .. } | Error::Watch { .. } => false,
+        }
+    }
+
+    /// A failure to open a lock file, as [`Error::NotAFile`] when something
+    /// else stands in its place.
+    pub(crate) fn lock(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| match crate::file::not_regular_what(&source) {
+            Some(what) => Error::NotAFile { path, what },
+            None => Error::Io { action, path, source },
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { action, path, source }
