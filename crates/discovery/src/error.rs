@@ -36,6 +36,45 @@ pub enum Error {
         /// The path refused.
         path: PathBuf,
     },
+    /// A directory above the mesh directory may be written by other users
+    /// without the sticky bit: they could rename the mesh directory away and
+    /// put their own in its place.
+    #[error(
+        "directory {} above the mesh directory has mode {mode:04o}: other users may replace \
+         what is in it; run `chmod go-w {}` or `chmod +t {}`, or choose another directory \
+         with --mesh-dir",
+        path.display(), path.display(), path.display()
+    )]
+    InsecureAncestor {
+        /// The ancestor refused.
+        path: PathBuf,
+        /// Its permission bits, with the sticky bit.
+        mode: u32,
+    },
+    /// A symbolic link on the way to the mesh directory leads nowhere.
+    #[error(
+        "{} is a symbolic link to {}, which does not exist; create it (mode 700) \
+         or remove the link",
+        link.display(), target.display()
+    )]
+    DanglingLink {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// A symbolic link on the way to the mesh directory leads to a place
+    /// that is refused.
+    #[error("{} is a symbolic link to {}: {refusal}", link.display(), target.display())]
+    Link {
+        /// The first link followed.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+        /// Why the place it leads to is refused; always a refusal
+        /// ([`Error::is_refusal`]).
+        refusal: Box<Error>,
+    },
     /// A file of the mesh that polis locks or reads is something else, such
     /// as a FIFO or a symbolic link.
     #[error("{} is {what}, not a regular file; remove it", path.display())]
@@ -74,8 +113,8 @@ pub enum Error {
 
 impl Error {
     /// Whether the local mesh directory or setup was refused as unsafe or
-    /// unusable (its permissions, its owner, a path that is not a directory,
-    /// a lock that is not a regular file),
+    /// unusable (its permissions, its owner or an ancestor's, a path that is
+    /// not a directory, a dangling link, a lock that is not a regular file),
     /// rather than an operation failing. The `polis` command exits 5 for
     /// these; nothing but fixing the setup makes them go away.
     ///
@@ -90,8 +129,11 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Insecure { .. }
+            | Error::InsecureAncestor { .. }
             | Error::NotOwner { .. }
             | Error::NotADirectory { .. }
+            | Error::DanglingLink { .. }
+            | Error::Link { .. }
             | Error::NotAFile { .. } => true,
             Error::IdInUse { .. } | Error::Io { .. } | Error::Watch { .. } => false,
         }
