@@ -25,7 +25,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => attach::run(&mesh, modules_path, args).await,
         Command::Call(args) => call::run(&mesh, modules_path, args).await,
         Command::Ls(args) => ls::run(&mesh, args.json),
-        Command::Resolve { name } => resolve::run(&mesh, &name),
+        Command::Resolve { name } => {
+            // A resolve answers with one record; what the directory could
+            // not read is said here, as `ls` says it.
+            warn_skipped(&polis_discovery::Discovery::list(&mesh)?);
+            resolve::run(&mesh, &name)
+        }
         Command::Router(args) => router::run(mesh, modules_path, &args).await,
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
