@@ -18,6 +18,10 @@ pub(crate) const USAGE: u8 = 2;
 pub(crate) const NOT_FOUND: u8 = 3;
 /// Exit code 4: no router and none could be launched, or a deadline passed.
 pub(crate) const UNAVAILABLE: u8 = 4;
+/// Exit code 5: the local mesh directory or setup was refused as unsafe or
+/// unusable (permissions, owner, not a directory), before anything remote
+/// was asked. Nothing but fixing the setup makes it go away.
+pub(crate) const REFUSED: u8 = 5;
 
 impl Failure {
     pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {

@@ -10,10 +10,12 @@ mod status;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use polis_discovery::{Listing, MeshDir};
 
-use crate::cli::{Cli, Command};
+use crate::{
+    cli::{Cli, Command},
+    exit::{Failure, REFUSED},
+};
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mesh = open_mesh(&cli)?;
@@ -23,7 +25,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => attach::run(&mesh, modules_path, args).await,
         Command::Call(args) => call::run(&mesh, modules_path, args).await,
         Command::Ls(args) => ls::run(&mesh, args.json),
-        Command::Resolve { name } => resolve::run(&mesh, &name),
+        Command::Resolve { name } => {
+            // A resolve answers with one record; what the directory could
+            // not read is said here, as `ls` says it.
+            warn_skipped(&polis_discovery::Discovery::list(&mesh)?);
+            resolve::run(&mesh, &name)
+        }
         Command::Router(args) => router::run(mesh, modules_path, &args).await,
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
@@ -40,9 +47,17 @@ fn launcher(modules_path: Option<&str>) -> polis_client::Launcher {
     }
 }
 
+/// Opens the mesh directory; a refusal of it (unsafe or unusable) exits 5.
 fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
     let path = cli.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
-    MeshDir::open(&path).with_context(|| format!("cannot open the mesh at {}", path.display()))
+    let context = || format!("cannot open the mesh at {}", path.display());
+    MeshDir::open(&path).map_err(|e| {
+        if e.is_refusal() {
+            anyhow::Error::new(Failure::new(REFUSED, format!("{}: {e}", context())))
+        } else {
+            anyhow::Error::new(e).context(context())
+        }
+    })
 }
 
 /// `:`-separated paths made absolute, so that a router launched from here

@@ -8,10 +8,11 @@
 
 use std::{
     fs::{self, File},
-    io::{Read, Seek, SeekFrom, Write},
+    io::{Seek, SeekFrom, Write},
+    path::PathBuf,
 };
 
-use crate::{Error, MeshDir, NodeRecord, Result, lock, record};
+use crate::{Error, MeshDir, NodeRecord, Result, Skipped, file, lock, record};
 
 /// The outcome of a non-blocking try for the router office.
 #[derive(Debug)]
@@ -82,7 +83,7 @@ impl Drop for Term {
 impl MeshDir {
     pub(crate) fn try_take_office(&self) -> Result<Campaign<Term>> {
         let path = self.router_lock();
-        let file = lock::open(&path).map_err(Error::io("open", &path))?;
+        let file = lock::open(&path).map_err(Error::lock("open", &path))?;
         if !lock::try_exclusive(&file).map_err(Error::io("lock", &path))? {
             return Ok(Campaign::Lost);
         }
@@ -91,7 +92,7 @@ impl MeshDir {
 
     pub(crate) fn wait_for_office(&self) -> Result<Term> {
         let path = self.router_lock();
-        let file = lock::open(&path).map_err(Error::io("open", &path))?;
+        let file = lock::open(&path).map_err(Error::lock("open", &path))?;
         file.lock().map_err(Error::io("lock", &path))?;
         self.take_office(file)
     }
@@ -99,15 +100,19 @@ impl MeshDir {
     /// With the lock held: counts the epoch one up and records it.
     fn take_office(&self, mut file: File) -> Result<Term> {
         let path = self.router_lock();
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(Error::io("read", &path))?;
-        let previous = match text.trim() {
-            "" => 0,
-            t => t.parse::<u64>().unwrap_or_else(|_| {
-                tracing::warn!("{} held no epoch number ({t:?}); counting from 0", path.display());
-                0
-            }),
+        let unreadable = |why: &dyn std::fmt::Display| {
+            tracing::warn!("{} held no epoch number ({why}); counting from 0", path.display());
+            0
         };
+        let previous =
+            match file::read_bounded(&file, file::MAX_LOCK_CONTENT).map_err(Error::io("read", &path))? {
+                file::Record::Bytes(bytes) => match String::from_utf8_lossy(&bytes).trim() {
+                    "" => 0,
+                    t => t.parse::<u64>().unwrap_or_else(|_| unreadable(&format_args!("{t:?}"))),
+                },
+                file::Record::Unusable(reason) => unreadable(&reason),
+                file::Record::Missing => 0,
+            };
         let epoch = previous + 1;
         let write = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
@@ -120,21 +125,32 @@ impl MeshDir {
 
     /// The live router's record: `router.json`, if its node lock is held.
     pub(crate) fn live_router(&self) -> Result<Option<NodeRecord>> {
+        Ok(self.read_router()?.unwrap_or_else(|skipped| {
+            // Listings report it as a warning; here it is only no router.
+            tracing::debug!("{skipped}");
+            None
+        }))
+    }
+
+    /// `router.json` if its node lock is held, `None` if it is missing or
+    /// dead, and why it was skipped if it cannot be used.
+    pub(crate) fn read_router(&self) -> Result<std::result::Result<Option<NodeRecord>, Skipped>> {
         let path = self.router_record();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path)(e)),
-        };
-        let record = match NodeRecord::parse(&bytes) {
-            Ok(r) => r,
-            Err(reason) => {
-                tracing::warn!("skipping {}: {reason}", path.display());
-                return Ok(None);
-            }
+        let skip = |path: PathBuf, reason: String| Ok(Err(Skipped { path, reason }));
+        let record = match file::read_record(&path).map_err(Error::io("read", &path))? {
+            file::Record::Missing => return Ok(Ok(None)),
+            file::Record::Unusable(reason) => return skip(path, reason),
+            file::Record::Bytes(bytes) => match NodeRecord::parse(&bytes) {
+                Ok(r) => r,
+                Err(reason) => return skip(path, reason),
+            },
         };
         let node_lock = self.node_lock(&record.id);
-        Ok(lock::is_held(&node_lock).map_err(Error::io("inspect", &node_lock))?.then_some(record))
+        match lock::is_held(&node_lock) {
+            Ok(held) => Ok(Ok(held.then_some(record))),
+            Err(e) if file::is_not_regular(&e) => skip(node_lock, e.to_string()),
+            Err(e) => Err(Error::io("inspect", &node_lock)(e)),
+        }
     }
 }
 
@@ -179,5 +195,44 @@ mod tests {
         };
         drop(first);
         assert_eq!(standby.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_planted_router_record_is_skipped_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mesh = MeshDir::open(tmp.path().join("m")).unwrap();
+        file::testing::mkfifo(&mesh.router_record());
+
+        let router = {
+            let mesh = mesh.clone();
+            file::testing::finishes("reading router.json", move || mesh.current_router().unwrap())
+        };
+        assert_eq!(router, None);
+        let resolved = {
+            let mesh = mesh.clone();
+            file::testing::finishes("resolving the router", move || mesh.resolve("router").unwrap())
+        };
+        assert_eq!(resolved, None);
+        let listing = {
+            let mesh = mesh.clone();
+            file::testing::finishes("listing", move || mesh.list().unwrap())
+        };
+        let skipped: Vec<_> = listing.skipped.iter().map(ToString::to_string).collect();
+        let want = format!("skipping {}: not a regular file but a FIFO", mesh.router_record().display());
+        assert_eq!(skipped, [want]);
+    }
+
+    #[test]
+    fn a_planted_router_lock_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mesh = MeshDir::open(tmp.path().join("m")).unwrap();
+        file::testing::mkfifo(&mesh.router_lock());
+        let err = {
+            let mesh = mesh.clone();
+            file::testing::finishes("campaigning", move || mesh.campaign().unwrap_err())
+        };
+        assert!(matches!(err, Error::NotAFile { what: "a FIFO", .. }) && err.is_refusal(), "{err}");
+        let err = file::testing::finishes("standing by", move || mesh.standby().unwrap_err());
+        assert!(matches!(err, Error::NotAFile { what: "a FIFO", .. }), "{err}");
     }
 }

@@ -36,6 +36,54 @@ pub enum Error {
         /// The path refused.
         path: PathBuf,
     },
+    /// A directory above the mesh directory may be written by other users
+    /// without the sticky bit: they could rename the mesh directory away and
+    /// put their own in its place.
+    #[error(
+        "directory {} above the mesh directory has mode {mode:04o}: other users may replace \
+         what is in it; run `chmod go-w {}` or `chmod +t {}`, or choose another directory \
+         with --mesh-dir",
+        path.display(), path.display(), path.display()
+    )]
+    InsecureAncestor {
+        /// The ancestor refused.
+        path: PathBuf,
+        /// Its permission bits, with the sticky bit.
+        mode: u32,
+    },
+    /// A symbolic link on the way to the mesh directory leads nowhere.
+    #[error(
+        "{} is a symbolic link to {}, which does not exist; create it (mode 700) \
+         or remove the link",
+        link.display(), target.display()
+    )]
+    DanglingLink {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// A symbolic link on the way to the mesh directory leads to a place
+    /// that is refused.
+    #[error("{} is a symbolic link to {}: {refusal}", link.display(), target.display())]
+    Link {
+        /// The first link followed.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+        /// Why the place it leads to is refused; always a refusal
+        /// ([`Error::is_refusal`]).
+        refusal: Box<Error>,
+    },
+    /// A file of the mesh that polis locks or reads is something else, such
+    /// as a FIFO or a symbolic link.
+    #[error("{} is {what}, not a regular file; remove it", path.display())]
+    NotAFile {
+        /// The path refused.
+        path: PathBuf,
+        /// What it is instead, such as "a FIFO".
+        what: &'static str,
+    },
     /// A node id is already published by a live process.
     #[error("node {id} is already published by a live process")]
     IdInUse {
@@ -64,6 +112,43 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the local mesh directory or setup was refused as unsafe or
+    /// unusable (its permissions, its owner or an ancestor's, a path that is
+    /// not a directory, a dangling link, a lock that is not a regular file),
+    /// rather than an operation failing. The `polis` command exits 5 for
+    /// these; nothing but fixing the setup makes them go away.
+    ///
+    /// ```
+    /// let tmp = std::env::temp_dir().join(format!("polis-doc-{}", std::process::id()));
+    /// std::fs::write(&tmp, b"")?;
+    /// let err = polis_discovery::MeshDir::open(&tmp).unwrap_err();
+    /// assert!(err.is_refusal(), "{err}");
+    /// # std::fs::remove_file(&tmp)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Insecure { .. }
+            | Error::InsecureAncestor { .. }
+            | Error::NotOwner { .. }
+            | Error::NotADirectory { .. }
+            | Error::DanglingLink { .. }
+            | Error::Link { .. }
+            | Error::NotAFile { .. } => true,
+            Error::IdInUse { .. } | Error::Io { .. } | Error::Watch { .. } => false,
+        }
+    }
+
+    /// A failure to open a lock file, as [`Error::NotAFile`] when something
+    /// else stands in its place.
+    pub(crate) fn lock(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| match crate::file::not_regular_what(&source) {
+            Some(what) => Error::NotAFile { path, what },
+            None => Error::Io { action, path, source },
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { action, path, source }

@@ -15,6 +15,7 @@
 mod dir;
 mod election;
 mod error;
+mod file;
 mod lock;
 mod nodes;
 mod record;
@@ -98,6 +99,6 @@ impl Discovery for MeshDir {
 
     fn is_live(&self, id: &uuid::Uuid) -> Result<bool> {
         let path = self.node_lock(id);
-        lock::is_held(&path).map_err(Error::io("inspect", &path))
+        lock::is_held(&path).map_err(Error::lock("inspect", &path))
     }
 }

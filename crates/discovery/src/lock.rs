@@ -7,13 +7,19 @@ use std::{
     path::Path,
 };
 
+use crate::file;
+
 /// Opens (creating if needed) a lock file, readable and writable by us only.
+///
+/// Anything at `path` that is not a regular file (a FIFO, a symbolic link,
+/// a directory) is refused with an error that [`file::is_not_regular`]
+/// recognizes, without blocking.
 pub(crate) fn open(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    file::open_regular(path, &mut options)
 }
 
 /// Takes an exclusive lock without waiting: `Ok(false)` when another holds it.
@@ -28,9 +34,11 @@ pub(crate) fn try_exclusive(file: &File) -> io::Result<bool> {
 /// Whether a live process holds the lock at `path` exclusively.
 ///
 /// A missing file is not held. The probe takes a shared lock for an instant,
-/// so it never blocks and never conflicts with other probes.
+/// so it never blocks and never conflicts with other probes. A path that is
+/// not a regular file is an error ([`file::is_not_regular`]), found without
+/// blocking: no polis process can hold it.
 pub(crate) fn is_held(path: &Path) -> io::Result<bool> {
-    let file = match File::open(path) {
+    let file = match file::open_regular(path, OpenOptions::new().read(true)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),

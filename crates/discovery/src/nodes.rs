@@ -8,7 +8,11 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{Error, MeshDir, NodeRecord, Result, lock, record};
+use crate::{
+    Error, MeshDir, NodeRecord, Result,
+    file::{self, Record},
+    lock, record,
+};
 
 /// Keeps a node's record published: it holds `nodes/<id>.lock`.
 ///
@@ -66,7 +70,7 @@ impl std::fmt::Display for Skipped {
 impl MeshDir {
     pub(crate) fn publish_node(&self, record: &NodeRecord) -> Result<NodeGuard> {
         let lock_path = self.node_lock(&record.id);
-        let lock = lock::open(&lock_path).map_err(Error::io("create", &lock_path))?;
+        let lock = lock::open(&lock_path).map_err(Error::lock("create", &lock_path))?;
         if !lock::try_exclusive(&lock).map_err(Error::io("lock", &lock_path))? {
             return Err(Error::IdInUse { id: record.id });
         }
@@ -81,10 +85,11 @@ impl MeshDir {
     pub(crate) fn list_nodes(&self) -> Result<Listing> {
         let mut listing = Listing::default();
         for (id, path) in self.record_files()? {
-            let record = match fs::read(&path) {
-                Ok(bytes) => NodeRecord::parse(&bytes),
+            let record = match file::read_record(&path) {
+                Ok(Record::Bytes(bytes)) => NodeRecord::parse(&bytes),
                 // Removed since the directory was read: its node just left.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Ok(Record::Missing) => continue,
+                Ok(Record::Unusable(reason)) => Err(reason),
                 Err(e) => Err(format!("cannot read ({e})")),
             };
             let record = match record {
@@ -100,9 +105,20 @@ impl MeshDir {
                 }
             };
             let lock_path = self.node_lock(&id);
-            if lock::is_held(&lock_path).map_err(Error::io("inspect", &lock_path))? {
-                listing.nodes.push(record);
+            match lock::is_held(&lock_path) {
+                Ok(true) => listing.nodes.push(record),
+                Ok(false) => {}
+                // No polis process can hold it: its node is not alive.
+                Err(e) if file::is_not_regular(&e) => {
+                    listing.skipped.push(Skipped { path: lock_path, reason: e.to_string() });
+                }
+                Err(e) => return Err(Error::io("inspect", &lock_path)(e)),
             }
+        }
+        // `router.json` is a record too; its trouble is reported here, where
+        // a listing says what it could not read.
+        if let Err(skipped) = self.read_router()? {
+            listing.skipped.push(skipped);
         }
         listing.nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(listing)
@@ -119,12 +135,20 @@ impl MeshDir {
             let lock = match lock::open(&lock_path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Not ours to lock, so not ours to remove: listings report it.
+                Err(e) if file::is_not_regular(&e) => continue,
                 Err(e) => return Err(Error::io("open", &lock_path)(e)),
             };
             if lock::try_exclusive(&lock).map_err(Error::io("lock", &lock_path))? {
-                let _ = fs::remove_file(&record_path);
+                // A directory in a record's place stays, and is not counted.
+                let removed = match fs::remove_file(&record_path) {
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                    Ok(()) => true,
+                };
                 let _ = fs::remove_file(&lock_path);
-                collected.push(id);
+                if removed {
+                    collected.push(id);
+                }
             }
         }
         Ok(collected)
@@ -200,5 +224,90 @@ mod tests {
         assert_eq!(listing.nodes, [live]);
         assert_eq!(listing.skipped.len(), 1);
         assert!(listing.skipped[0].to_string().contains("truncated JSON"), "{}", listing.skipped[0]);
+    }
+
+    /// The reasons in a listing's skips, by file name.
+    fn reasons(listing: &Listing) -> Vec<(String, String)> {
+        let mut reasons: Vec<_> = listing
+            .skipped
+            .iter()
+            .map(|s| (s.path.file_name().unwrap().to_string_lossy().into_owned(), s.reason.clone()))
+            .collect();
+        reasons.sort();
+        reasons
+    }
+
+    #[test]
+    fn planted_records_are_skipped_without_blocking() {
+        let (_tmp, mesh) = mesh();
+        let mut live = NodeRecord::new(Role::Module, "echo");
+        live.services = vec!["echo".into()];
+        let _guard = mesh.publish(&live).unwrap();
+        let (fifo, dir, big) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        file::testing::mkfifo(&mesh.node_record(&fifo));
+        fs::create_dir(mesh.node_record(&dir)).unwrap();
+        fs::create_dir(mesh.nodes_dir().join("x.json")).unwrap();
+        // A real record in front of 10 MiB of padding: it must not be read.
+        let mut bytes = NodeRecord { id: big, ..live.clone() }.to_json().into_bytes();
+        bytes.resize(10 << 20, b' ');
+        fs::write(mesh.node_record(&big), bytes).unwrap();
+
+        let listing = {
+            let mesh = mesh.clone();
+            file::testing::finishes("listing", move || mesh.list().unwrap())
+        };
+        assert_eq!(listing.nodes, std::slice::from_ref(&live));
+        let mut want = vec![
+            (format!("{fifo}.json"), "not a regular file but a FIFO".to_owned()),
+            (format!("{dir}.json"), "not a regular file but a directory".to_owned()),
+            (format!("{big}.json"), "too large (10485760 bytes; at most 65536 are read)".to_owned()),
+        ];
+        want.sort();
+        assert_eq!(reasons(&listing), want, "x.json is no record name, so it is not listed");
+
+        let found = {
+            let mesh = mesh.clone();
+            file::testing::finishes("resolving", move || mesh.resolve("echo").unwrap())
+        };
+        assert_eq!(found.as_ref(), Some(&live));
+        let mut collected = {
+            let mesh = mesh.clone();
+            file::testing::finishes("collecting", move || mesh.collect_dead().unwrap())
+        };
+        collected.sort();
+        let mut want = vec![fifo, big];
+        want.sort();
+        assert_eq!(collected, want, "dead records are collected, whatever they are, but a directory");
+        assert!(mesh.node_record(&dir).is_dir() && mesh.node_record(&live.id).is_file());
+    }
+
+    #[test]
+    fn a_planted_lock_is_skipped_without_blocking() {
+        let (_tmp, mesh) = mesh();
+        let record = NodeRecord::new(Role::Module, "echo");
+        record::write_atomic(&mesh.node_record(&record.id), &record).unwrap();
+        file::testing::mkfifo(&mesh.node_lock(&record.id));
+
+        let listing = {
+            let mesh = mesh.clone();
+            file::testing::finishes("listing", move || mesh.list().unwrap())
+        };
+        assert!(listing.nodes.is_empty());
+        let want = [(format!("{}.lock", record.id), "not a regular file but a FIFO".to_owned())];
+        assert_eq!(reasons(&listing), want);
+
+        let err = {
+            let (mesh, id) = (mesh.clone(), record.id);
+            file::testing::finishes("probing", move || mesh.is_live(&id).unwrap_err())
+        };
+        assert!(matches!(err, Error::NotAFile { what: "a FIFO", .. }) && err.is_refusal(), "{err}");
+        let collected = {
+            let mesh = mesh.clone();
+            file::testing::finishes("collecting", move || mesh.collect_dead().unwrap())
+        };
+        assert!(collected.is_empty(), "a file that cannot be locked is not removed");
+        let err = file::testing::finishes("publishing", move || mesh.publish(&record).unwrap_err());
+        assert!(matches!(err, Error::NotAFile { what: "a FIFO", .. }), "{err}");
+        assert!(err.to_string().ends_with(".lock is a FIFO, not a regular file; remove it"), "{err}");
     }
 }
