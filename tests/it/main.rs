@@ -1,8 +1,10 @@
 //! Integration tests: the real `polis` binary, real processes, real locks
 //! and sockets, each test in its own temp mesh directory.
 
+mod cli;
 mod election;
 mod frontends;
+mod hardening;
 mod hermetic;
 mod meshdir;
 mod modules;
