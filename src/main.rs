@@ -1,7 +1,8 @@
 //! `polis`: the command line, and the router daemon.
 //!
 //! Exit codes are a contract (DESIGN.md §8): 0 success, 1 the remote side
-//! returned an error, 2 usage, 3 not found, 4 unavailable. Errors are one
+//! returned an error, 2 usage, 3 not found, 4 unavailable, and 5 (an
+//! extension) the local mesh directory refused as unsafe. Errors are one
 //! line on stderr starting with `error:`.
 
 /// `println!` that hands back the write's error instead of panicking, so

@@ -33,13 +33,12 @@ impl AdminService {
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log);
         let log = log.map_err(|e| Status::internal(format!("cannot open {}: {e}", self.log.display())))?;
-        // The successor runs with this router's command line, so it runs
-        // where this router runs: a relative `--modules-path` means the same
-        // to both. A launched router runs in `/` (polis_client::connect), so
-        // that is where its successors run too.
-        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        // In `/`, as a launched router runs (polis_client::connect): a
+        // router pins no frontend's working directory. Its command line is
+        // made of absolute paths (the CLI makes `--modules-path` absolute).
+        let cwd = std::path::Path::new("/");
         // `--detach` calls setsid, which a group leader may not: Group::Parent.
-        let mut child = polis_mesh::process::command(program, &cwd, polis_mesh::process::Group::Parent)
+        let mut child = polis_mesh::process::command(program, cwd, polis_mesh::process::Group::Parent)
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(log)
