@@ -20,7 +20,7 @@ fn group_or_world_writable_mesh_dirs_are_refused() {
         std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(mode)).unwrap();
         for args in [&["ls"][..], &["router"][..], &["resolve", "router"][..]] {
             let run = mesh.run(args);
-            run.code(1);
+            run.code(5);
             let err = run.stderr();
             assert!(err.starts_with("error: ") && err.lines().count() == 1, "{run}");
             assert!(err.contains(&mesh.dir.display().to_string()), "names the path\n{run}");
@@ -45,7 +45,7 @@ fn a_mesh_dir_owned_by_another_user_is_refused() {
     let mut cmd = mesh.command(POLIS);
     cmd.arg("--mesh-dir").arg(&dir).arg("ls");
     let run = mesh.run_command(cmd);
-    run.code(1);
+    run.code(5);
     let err = run.stderr();
     assert!(err.contains(&dir.display().to_string()) && err.contains("is owned by uid"), "{run}");
 }

@@ -457,7 +457,7 @@ fn lua_tables_map_to_json_and_errors_come_back_as_nil_and_a_message() {
     err("crash", &["UNAVAILABLE", "module echo exited with status 3"]);
     err("timeout", &["DEADLINE_EXCEEDED"]);
     err("no_router", &["UNAVAILABLE", "no router is running"]);
-    err("bad_dir", &["a-file/mesh"]);
+    err("bad_dir", &["a-file is not a directory"]);
     err("bad_polis", &["UNAVAILABLE", "could not launch a router", "no-polis"]);
     err("bad_option", &["INVALID_ARGUMENT", "unknown option \"lanch\""]);
     err("closed", &["FAILED_PRECONDITION", "closed"]);

@@ -8,6 +8,7 @@
 //! grace, kill stragglers, reap every child, and release `router.lock` last.
 
 mod admin;
+mod calls;
 mod service;
 mod sessions;
 
