@@ -171,6 +171,22 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Encodes every frame of `frames` and writes them all with one write
+    /// (then flushes): a writer that finds several frames ready sends them
+    /// in one syscall rather than one each.
+    pub async fn write_frames<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a Frame>,
+    ) -> Result<(), FrameError> {
+        self.buf.clear();
+        for frame in frames {
+            self.codec.encode(frame, &mut self.buf)?;
+        }
+        self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
     /// Shuts the write side down, so that the peer reads a clean end.
     pub async fn shutdown(&mut self) -> Result<(), FrameError> {
         self.inner.shutdown().await?;

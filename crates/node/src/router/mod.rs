@@ -1,5 +1,6 @@
-//! The router: the node holding the election, serving the mesh's gRPC
-//! endpoint on `router.sock` and routing calls to modules.
+//! The router: the node holding the election, serving the mesh's endpoint
+//! `router.sock` (frame sessions and gRPC on one socket) and routing calls
+//! to modules.
 //!
 //! Start-up follows the directory contract: office (the lock) first, then
 //! the socket, then the router's node record (its lock is what readers test
@@ -7,8 +8,10 @@
 //! remove `router.json`, send `Shutdown` to every module, wait out the
 //! grace, kill stragglers, reap every child, and release `router.lock` last.
 
+mod accept;
 mod admin;
 mod calls;
+mod frames;
 mod service;
 mod sessions;
 
@@ -104,7 +107,8 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         handover: handover.clone(),
     };
 
-    let check = same_user(rustix::process::geteuid().as_raw());
+    let uid = rustix::process::geteuid().as_raw();
+    let check = same_user(uid);
     let router_service = RouterServer::new(service::RouterService { host: host.clone(), hub: hub.clone() })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -119,12 +123,16 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         log: mesh.logs_dir().join("router.log"),
     });
     let stop_accepting = CancellationToken::new();
+    // One socket, two wires: frame sessions are served at the door, gRPC
+    // connections go on to tonic.
+    let door = std::sync::Arc::new(frames::FrameDoor { host: host.clone(), hub: hub.clone(), uid });
+    let grpc = accept::split(listener, door, &tasks, stop_accepting.clone());
     let server = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(router_service, check))
         .add_service(InterceptedService::new(admin_service, check))
         .add_service(InterceptedService::new(health_service, check))
         .add_service(InterceptedService::new(reflection, check))
-        .serve_with_incoming_shutdown(listener.incoming(), stop_accepting.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(grpc, stop_accepting.clone().cancelled_owned());
     // Owned, not detached: an early return or a drain that times out must
     // not leave the server running after `serve` (a router hosted in a
     // frontend would outlive its term).

@@ -174,16 +174,31 @@ impl SessionHub {
             Err(_) => return Err(Status::deadline_exceeded("no session hello in time")),
         };
         let (tx, rx) = mpsc::channel(16);
-        let welcome = pb::SessionWelcome {
+        let _ = tx.send(down(session_down::Kind::Welcome(self.welcome()))).await;
+        let session = self.register(hello);
+        let hub = self.clone();
+        self.tracker.spawn(async move {
+            let why = hub.serve(&mut up, &tx).await;
+            session.close(why);
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// What the router tells a frontend that opens a session.
+    pub(crate) fn welcome(&self) -> pb::SessionWelcome {
+        pb::SessionWelcome {
             router_id: self.router_id.clone(),
             epoch: self.epoch,
             keepalive_interval_ms: self.config.keepalive_interval.as_millis() as u64,
-        };
-        let _ = tx.send(down(session_down::Kind::Welcome(welcome))).await;
+        }
+    }
 
-        let lease = self.leases.take();
+    /// Counts a frontend's session, over either wire, until the returned
+    /// guard is closed or dropped: a lease on the router and a row in
+    /// `polis status`.
+    pub(crate) fn register(&self, hello: pb::SessionHello) -> Registered {
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let name = if hello.name.is_empty() { "frontend".to_owned() } else { hello.name.clone() };
+        let name = if hello.name.is_empty() { "frontend".to_owned() } else { hello.name };
         tracing::info!("session opened: {name} (pid {}, node {})", hello.pid, hello.node_id);
         let key = self.table.insert(pb::SessionInfo {
             node_id: hello.node_id,
@@ -191,14 +206,20 @@ impl SessionHub {
             pid: hello.pid,
             since,
         });
-        let hub = self.clone();
-        self.tracker.spawn(async move {
-            let why = hub.serve(&mut up, &tx).await;
-            tracing::info!("session closed: {name} ({why})");
-            hub.table.remove(key);
-            drop(lease);
-        });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Registered { table: self.table.clone(), key, name, _lease: self.leases.take() }
+    }
+
+    fn leaving_reason(&self) -> &'static str {
+        if self.handover.is_cancelled() {
+            "the router is handing over to a successor"
+        } else {
+            "the router is stopping"
+        }
+    }
+
+    /// What frontends hear when the router starts leaving.
+    pub(crate) fn leaving_notice(&self) -> pb::RouterLeaving {
+        pb::RouterLeaving { handover: self.handover.is_cancelled(), reason: self.leaving_reason().into() }
     }
 
     /// Answers keepalives until the session ends; says why it ended.
@@ -219,14 +240,34 @@ impl SessionHub {
                     Err(_) => return "missed keepalives: the frontend is hung",
                 },
                 () = self.leaving.cancelled() => {
-                    let handover = self.handover.is_cancelled();
-                    let reason = if handover { "the router is handing over to a successor" } else { "the router is stopping" };
-                    let leaving = pb::RouterLeaving { handover, reason: reason.into() };
+                    let leaving = self.leaving_notice();
                     let _ = tx.send(down(session_down::Kind::Leaving(leaving))).await;
-                    return reason;
+                    return self.leaving_reason();
                 }
             }
         }
+    }
+}
+
+/// A session counted by the router; its end is logged with the reason.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    table: Arc<SessionTable>,
+    key: u64,
+    name: String,
+    _lease: Lease,
+}
+
+impl Registered {
+    /// Ends the session, saying why.
+    pub(crate) fn close(self, why: &str) {
+        tracing::info!("session closed: {} ({why})", self.name);
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table.remove(self.key);
     }
 }
 

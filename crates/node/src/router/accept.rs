@@ -1,0 +1,60 @@
+//! The door of `router.sock`: accepts connections and tells each one's
+//! protocol by its first bytes. A frame session is served here; anything
+//! else goes to tonic as gRPC, with the bytes read so far read again.
+
+use std::{io, sync::Arc, time::Duration};
+
+use polis_mesh::transport::{LocalListener, Opened, Rewound, sniff};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::frames::FrameDoor;
+
+/// How long a new connection has to send its first bytes.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accepts on `listener` until `stop`, serving frame sessions through
+/// `door` on `tracker`; returns the gRPC connections, for tonic's
+/// `serve_with_incoming`. It ends when accepting stops and every
+/// connection has been told apart.
+pub(crate) fn split(
+    listener: LocalListener,
+    door: Arc<FrameDoor>,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> ReceiverStream<io::Result<Rewound>> {
+    let (grpc, incoming) = mpsc::channel(16);
+    let sessions = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                conn = listener.accept() => conn,
+                () = stop.cancelled() => break,
+            };
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accept failed on the router socket: {e}");
+                    continue;
+                }
+            };
+            let (door, grpc, stop) = (door.clone(), grpc.clone(), stop.clone());
+            sessions.spawn(async move {
+                let opened = tokio::select! {
+                    opened = tokio::time::timeout(SNIFF_TIMEOUT, sniff(conn)) => opened,
+                    () = stop.cancelled() => return,
+                };
+                match opened {
+                    Ok(Ok(Opened::Frames { conn, version })) => door.serve(conn, version).await,
+                    Ok(Ok(Opened::Grpc(conn))) => {
+                        let _ = grpc.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!("a connection ended before its first bytes: {e}"),
+                    Err(_) => tracing::debug!("a connection sent nothing within {SNIFF_TIMEOUT:?}; closed"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
