@@ -72,7 +72,7 @@ impl FrameDoor {
         let codec = FrameCodec::new(self.host.config().max_frame_len.saturating_add(64 * 1024));
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let stalled = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(FrameWriter::new(write, codec.clone()), rx, stalled.clone()));
+        let writer = tokio::spawn(write_loop(FrameWriter::new(write, codec), rx, stalled.clone()));
         let writer = tokio_util::task::AbortOnDropHandle::new(writer);
 
         let end = if peer.uid != Some(self.uid) {
