@@ -3,6 +3,7 @@
 
 mod cli;
 mod election;
+mod frames;
 mod frontends;
 mod hardening;
 mod hermetic;

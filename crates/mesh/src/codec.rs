@@ -145,6 +145,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         self.inner.next().await.transpose()
     }
+
+    /// The underlying reader; bytes read but not yet decoded are lost.
+    pub fn into_inner(self) -> R {
+        self.inner.into_inner()
+    }
 }
 
 /// Writes frames to a byte stream, such as a module's stdin.

@@ -182,23 +182,34 @@ impl Instance {
             // the writer relies on it to tell sent requests from queued ones.
             let mut pending = self.pending.lock().expect("pending lock");
             if pending.len() >= MAX_IN_FLIGHT {
-                return Err(Status::resource_exhausted(format!(
-                    "module {} has {MAX_IN_FLIGHT} calls in flight; try again later",
-                    self.name
-                )));
+                return Err(self.busy());
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
             let request =
                 pb::Request { id, method, payload: Some(payload), caller, timeout_ms, ..Default::default() };
-            if self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }).is_err() {
-                return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
+            match self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }) {
+                Ok(()) => {}
+                // A module slower to read its requests than callers send
+                // them is at its limit too, whichever bound is met first.
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.busy()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
+                }
             }
             pending.insert(id, tx);
             id
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         Ok(PendingCall { instance: self.clone(), id, rx, done: false })
+    }
+
+    /// The one answer to a call over the module's limits.
+    fn busy(&self) -> Status {
+        Status::resource_exhausted(format!(
+            "module {} has {MAX_IN_FLIGHT} calls in flight or queued; try again later",
+            self.name
+        ))
     }
 
     /// Asks the module to exit; kills it after `grace`. Returns once reaped.

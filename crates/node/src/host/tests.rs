@@ -420,7 +420,8 @@ async fn a_cancel_reaches_the_module_even_when_the_outbox_is_full() {
         }
         assert!(queued.len() < 10_000, "the outbox never filled");
     };
-    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // A full outbox is the module's limit, with the in-flight limit's answer.
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     let (last_id, skipped_id) = (queued.last().unwrap().id(), queued[queued.len() / 2].id());
 
     // Cancel the sent call, and one still queued, while the outbox is full.

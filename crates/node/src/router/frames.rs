@@ -14,7 +14,7 @@ use polis_mesh::{
     transport::LocalConn,
 };
 use tokio::{
-    io::{AsyncWriteExt, ReadHalf, WriteHalf},
+    io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf},
     sync::mpsc,
     task::{AbortHandle, JoinSet},
     time::Instant,
@@ -42,6 +42,9 @@ const BATCH: usize = 64;
 /// A client that takes none of its replies for this long is not reading:
 /// it is disconnected, so that it cannot hold the router's memory.
 const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// How long a refused connection's input is drained before it closes.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What every frame session shares: the modules, the sessions, the owner.
 pub(crate) struct FrameDoor {
@@ -75,6 +78,7 @@ impl FrameDoor {
         let writer = tokio::spawn(write_loop(FrameWriter::new(write, codec), rx, stalled.clone()));
         let writer = tokio_util::task::AbortOnDropHandle::new(writer);
 
+        let mut reader = FrameReader::new(read, codec);
         let end = if peer.uid != Some(self.uid) {
             End::Refused(Status::permission_denied(format!(
                 "this router serves uid {} only; refused a client running as uid {}",
@@ -95,7 +99,7 @@ impl FrameDoor {
                 session: None,
                 leaving: false,
             };
-            let end = connection.run(FrameReader::new(read, codec), &stalled).await;
+            let end = connection.run(&mut reader, &stalled).await;
             // Calls still running are dropped, which cancels them in their
             // modules; their replies are no one's any more.
             connection.calls.shutdown().await;
@@ -115,6 +119,12 @@ impl FrameDoor {
         drop(outbox);
         // The writer sends what is queued, then closes; a stalled one gives up by itself.
         let _ = writer.await;
+        if matches!(end, End::Refused(_)) {
+            // Closing with the client's bytes unread would reset the
+            // connection, and the client would never read why: take what
+            // it is still sending for a moment first.
+            let _ = tokio::time::timeout(LINGER, drain(reader.into_inner())).await;
+        }
     }
 }
 
@@ -133,7 +143,7 @@ struct Connection {
 impl Connection {
     async fn run(
         &mut self,
-        mut reader: FrameReader<ReadHalf<LocalConn>>,
+        reader: &mut FrameReader<ReadHalf<LocalConn>>,
         stalled: &CancellationToken,
     ) -> End {
         let quiet = self.door.hub.config.keepalive_timeout;
@@ -292,6 +302,12 @@ async fn forward_stream(host: &Arc<Host>, id: u64, spec: CallSpec, outbox: &mpsc
     if let Err(status) = result {
         let _ = outbox.send(error_reply(id, &status)).await;
     }
+}
+
+/// Reads and drops whatever `read` still brings, to its end.
+async fn drain(mut read: ReadHalf<LocalConn>) {
+    let mut buf = [0; 8192];
+    while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 fn reply(id: u64, outcome: Option<Outcome>, more: bool) -> Frame {
