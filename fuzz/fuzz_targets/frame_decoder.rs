@@ -6,7 +6,8 @@
 //! reading of the whole stream gives: the same frames, then the same end
 //! (clean, or the same error with the same numbers). So it never panics,
 //! chunking never changes the outcome, and no frame over the limit is read.
-//! Every frame read must also re-encode to bytes that read back the same.
+//! Every frame read must also re-encode to bytes that read back the same,
+//! or, when it has nothing in it, be refused by the writer.
 #![no_main]
 
 use bytes::BytesMut;
@@ -110,6 +111,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got, want, "chunking changed the outcome");
 
     for frame in &got.0 {
+        let len = frame.encoded_len();
+        if len == 0 {
+            // A body of fields this build does not know reads as a frame
+            // without a kind; it cannot be written back (a prefix of 0).
+            let written = FrameCodec::new(max).encode(frame, &mut BytesMut::new());
+            assert!(matches!(written, Err(FrameError::Empty)), "{written:?}");
+            continue;
+        }
         let bytes = encode_frame(frame);
         let mut buf = BytesMut::from(&bytes[..]);
         let again = FrameCodec::new(usize::MAX).decode_eof(&mut buf);
@@ -119,7 +128,6 @@ fuzz_target!(|data: &[u8]| {
         );
 
         // Writing honours the limit too: what is written is what may be read.
-        let len = frame.encoded_len();
         let written = FrameCodec::new(max).encode(frame, &mut BytesMut::new());
         match written {
             Ok(()) => assert!(len <= max, "wrote {len} bytes over a limit of {max}"),

@@ -52,7 +52,9 @@ fn check_encoded(frame: &Frame) {
             let params = serde_json::from_slice::<Value>(data).unwrap_or(Value::Null);
             assert_eq!(value["params"], params);
         }
-        Kind::Cancel(c) => assert_eq!(value, json!({"jsonrpc": "2.0", "method": "$/cancel", "params": {"id": c.id}})),
+        Kind::Cancel(c) => {
+            assert_eq!(value, json!({"jsonrpc": "2.0", "method": "$/cancel", "params": {"id": c.id}}))
+        }
         Kind::Shutdown(_) => assert_eq!(value, json!({"jsonrpc": "2.0", "method": "shutdown"})),
         other => panic!("encoded {other:?} as {line:?}"),
     }

@@ -12,7 +12,10 @@ use polis_mesh::{
 use prost::Message;
 
 fn frames() -> Vec<(&'static str, Frame)> {
-    let payload = |data: &'static [u8]| pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(data) };
+    let payload = |data: &'static [u8]| pb::Payload {
+        content_type: polis_mesh::JSON.into(),
+        data: Bytes::from_static(data),
+    };
     let frame = |kind| Frame { kind: Some(kind) };
     vec![
         (
@@ -44,7 +47,14 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 timeout_ms: 5000,
             })),
         ),
-        ("reply", frame(Kind::Reply(pb::Reply { id: 42, outcome: Some(Outcome::Payload(payload(b"3"))), more: true }))),
+        (
+            "reply",
+            frame(Kind::Reply(pb::Reply {
+                id: 42,
+                outcome: Some(Outcome::Payload(payload(b"3"))),
+                more: true,
+            })),
+        ),
         (
             "reply-error",
             frame(Kind::Reply(pb::Reply {
