@@ -17,7 +17,9 @@ shift || true
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  # Not `cargo fuzz list`, which would include the seeds program.
+  targets=()
+  for f in fuzz_targets/*.rs; do targets+=("$(basename "$f" .rs)"); done
 fi
 
 cargo +nightly --version
@@ -35,7 +37,7 @@ for target in "${targets[@]}"; do
     -runs="$runs" -jobs=1 -print_final_stats=1 >/dev/null 2>&1 || status=$?
   end=$(date +%s.%N)
   mv fuzz-0.log "logs/$target.log"
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
     "logs/$target.log" || true
   grep -E '^==[0-9]+==ERROR|^SUMMARY|panicked at|^artifact_prefix|Test unit written' "logs/$target.log" || true
   printf 'elapsed: %.1f s, status %d\n' "$(echo "$end - $start" | bc)" "$status"
