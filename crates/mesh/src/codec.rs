@@ -29,7 +29,9 @@ pub enum FrameError {
         /// The configured limit.
         max: usize,
     },
-    /// A length prefix of zero: every valid frame has content.
+    /// A length prefix of zero, or, when writing, a frame with nothing in
+    /// it (no `kind`), which would be written as one: every valid frame has
+    /// content.
     #[error("empty frame: a length prefix of 0")]
     Empty,
     /// The link ended in the middle of a frame.
@@ -117,6 +119,11 @@ impl Encoder<&Frame> for FrameCodec {
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = frame.encoded_len();
+        // A frame read from a newer peer may have no kind this build knows;
+        // writing it back would give a length of 0, which no reader accepts.
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
         if len > self.max_frame_len {
             return Err(FrameError::TooLarge { len, max: self.max_frame_len });
         }
@@ -205,9 +212,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Encodes one frame, header included, for tests and tools.
+///
+/// # Panics
+///
+/// On a frame with nothing in it (no `kind`), which no reader accepts.
 pub fn encode_frame(frame: &Frame) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    FrameCodec::new(usize::MAX).encode(frame, &mut buf).expect("an unlimited codec accepts every frame");
+    FrameCodec::new(usize::MAX)
+        .encode(frame, &mut buf)
+        .expect("an unlimited codec accepts every non-empty frame");
     buf.to_vec()
 }
 
