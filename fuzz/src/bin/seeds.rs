@@ -45,6 +45,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 payload: Some(payload(b"{\n \"a\": [1, 2]\n}")),
                 caller: "nvim".into(),
                 timeout_ms: 5000,
+                ..Default::default()
             })),
         ),
         (
