@@ -12,7 +12,7 @@ use polis_testing::TestMesh;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::util::{ECHO, WAIT, mesh};
+use crate::util::{ECHO, WAIT, WAITER, mesh};
 
 /// A frame-session client written out by hand.
 struct Raw {
@@ -172,17 +172,6 @@ async fn a_stream_sends_its_items_then_its_end() {
     }
     assert_eq!(items.len(), 3, "{items:?}");
 }
-
-const WAITER: &str = r#"#!/usr/bin/env python3
-import json, sys
-for line in sys.stdin:
-    msg = json.loads(line)
-    if msg.get("method") == "initialize":
-        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
-    elif msg.get("method") == "$/cancel":
-        with open("cancels", "a") as f:
-            f.write("%d\n" % msg["params"]["id"])
-"#;
 
 #[tokio::test]
 async fn cancel_and_a_departed_client_cancel_the_request_in_the_module() {

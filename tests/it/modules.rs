@@ -6,7 +6,7 @@ use std::time::Instant;
 use polis_mesh::pb::{self, router_client::RouterClient};
 use serde_json::json;
 
-use crate::util::{COUNTER, ECHO, Process, TestMesh, WAIT, mesh, wait_until};
+use crate::util::{COUNTER, ECHO, Process, TestMesh, WAIT, WAITER, mesh, wait_until};
 
 /// A mesh with `echo` and `counter` modules, and its router running.
 fn mesh_with_router(router_args: &[&str]) -> (TestMesh, Process) {
@@ -412,19 +412,6 @@ fn a_client_of_another_uid_is_refused_and_the_router_stays_up() {
     assert!(router.try_exit().is_none(), "the router is still running");
     assert_eq!(mesh.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
 }
-
-/// A JSON-RPC module that never answers `wait`, and appends the id of every
-/// `$/cancel` it receives to `cancels` in its directory.
-const WAITER: &str = r#"#!/usr/bin/env python3
-import json, sys
-for line in sys.stdin:
-    msg = json.loads(line)
-    if msg.get("method") == "initialize":
-        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
-    elif msg.get("method") == "$/cancel":
-        with open("cancels", "a") as f:
-            f.write("%d\n" % msg["params"]["id"])
-"#;
 
 #[test]
 fn a_deadline_or_a_departed_caller_cancels_the_request_in_the_module() {
