@@ -31,6 +31,7 @@ mod call;
 mod client;
 mod connect;
 mod error;
+mod frames;
 #[cfg(feature = "host")]
 mod host;
 
