@@ -9,6 +9,8 @@
 
 mod conn;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use conn::{FrameConn, FrameStream};
 pub(crate) use session::{Ended, FrameSession};
