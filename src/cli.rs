@@ -66,6 +66,8 @@ pub(crate) struct CallArgs {
     /// Fail (exit 4) instead of launching a router when none runs
     #[arg(long)]
     pub(crate) no_launch: bool,
+    #[command(flatten)]
+    pub(crate) transport: TransportArg,
 }
 
 /// Each stdin line is `SERVICE METHOD [JSON]`; each answer is one line of
@@ -83,6 +85,29 @@ pub(crate) struct AttachArgs {
     /// modules move on to the next router (hosted by another such frontend)
     #[arg(long)]
     pub(crate) host_router: bool,
+    #[command(flatten)]
+    pub(crate) transport: TransportArg,
+}
+
+/// How a frontend reaches the router.
+#[derive(Debug, Args)]
+pub(crate) struct TransportArg {
+    /// Speak gRPC to the router instead of frames (also POLIS_TRANSPORT=grpc)
+    #[arg(long)]
+    pub(crate) grpc: bool,
+}
+
+impl TransportArg {
+    /// `--grpc`, else `POLIS_TRANSPORT` (`frames` or `grpc`), else frames.
+    pub(crate) fn transport(&self) -> Result<polis_client::Transport, String> {
+        if self.grpc {
+            return Ok(polis_client::Transport::Grpc);
+        }
+        match std::env::var("POLIS_TRANSPORT") {
+            Ok(name) if !name.is_empty() => name.parse().map_err(|e| format!("POLIS_TRANSPORT: {e}")),
+            _ => Ok(polis_client::Transport::Frames),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
     cli::AttachArgs,
-    exit::{Failure, UNAVAILABLE},
+    exit::{Failure, UNAVAILABLE, USAGE},
 };
 
 pub(super) async fn run(
@@ -16,6 +16,7 @@ pub(super) async fn run(
     modules_path: Option<&str>,
     args: AttachArgs,
 ) -> anyhow::Result<ExitCode> {
+    let transport = args.transport.transport().map_err(|e| Failure::new(USAGE, e))?;
     let host = args.host_router.then(|| polis_node::router::RouterConfig {
         host: polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path)),
         sessions: polis_node::router::SessionConfig::default(),
@@ -27,6 +28,7 @@ pub(super) async fn run(
         mesh_dir: Some(mesh.root().to_owned()),
         launch: (!args.no_launch && !args.host_router).then(|| super::launcher(modules_path)),
         host,
+        transport,
     };
     let client = Client::connect(options).await.map_err(|e| Failure::new(UNAVAILABLE, e.to_string()))?;
     let mut out = tokio::io::stdout();

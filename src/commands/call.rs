@@ -26,9 +26,11 @@ pub(super) async fn run(
         }
         None => bytes::Bytes::new(),
     };
+    let transport = args.transport.transport().map_err(|e| Failure::new(USAGE, e))?;
     let launcher = (!args.no_launch).then(|| super::launcher(modules_path));
     let name = format!("polis-cli/{}", std::process::id());
-    let caller = Caller::connect(mesh, launcher.as_ref(), name).await.map_err(rpc::failure)?;
+    let caller =
+        Caller::connect_with(mesh, launcher.as_ref(), name, transport).await.map_err(rpc::failure)?;
     let timeout = args.timeout.map(Duration::from_millis);
 
     let mut out = std::io::stdout().lock();

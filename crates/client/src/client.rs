@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, transport::Channel};
 
 use crate::{
-    CallOptions, CallStream, ClientError, call,
+    CallOptions, CallStream, ClientError, Transport,
+    call::{self, Route},
     connect::{self, Launcher},
+    frames::{Ended, FrameSession},
 };
 
 /// How to connect.
@@ -35,16 +37,20 @@ pub struct ClientOptions {
     /// modules go on to the next router, hosted by another frontend.
     #[cfg(feature = "host")]
     pub host: Option<polis_node::router::RouterConfig>,
+    /// How the session and the calls reach the router.
+    pub transport: Transport,
 }
 
 impl ClientOptions {
     /// Options for a frontend called `name`, in the default mesh, launching
-    /// `$POLIS_BIN` (else `polis`) when no router runs.
+    /// `$POLIS_BIN` (else `polis`) when no router runs, over the transport
+    /// `POLIS_TRANSPORT` names (frames by default).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             mesh_dir: None,
             launch: Some(Launcher::from_env()),
+            transport: Transport::from_env(),
             #[cfg(feature = "host")]
             host: None,
         }
@@ -73,7 +79,7 @@ struct Shared {
     options: ClientOptions,
     record: Mutex<NodeRecord>,
     // std Mutex: swapped on re-attach, cloned by calls, never held across an await.
-    channel: Mutex<Channel>,
+    route: Mutex<Route>,
     guard: NodeGuard,
     closed: CancellationToken,
     #[cfg(feature = "host")]
@@ -88,7 +94,7 @@ impl Client {
         let mesh = MeshDir::open(path)?;
         #[cfg(feature = "host")]
         let hosting = crate::host::Hosting::default();
-        let (channel, router) = find_router(
+        let router = find_router(
             &mesh,
             &options,
             #[cfg(feature = "host")]
@@ -99,19 +105,19 @@ impl Client {
         record.version = env!("CARGO_PKG_VERSION").to_owned();
         record.router = Some(router.id);
         let guard = mesh.publish(&record)?;
+        // The first session is opened before returning, so that the router
+        // counts this frontend from the start.
+        let (route, first) = open_session(options.transport, &router, &record).await?;
         let shared = Arc::new(Shared {
             mesh,
             options,
             record: Mutex::new(record),
-            channel: Mutex::new(channel),
+            route: Mutex::new(route),
             guard,
             closed: CancellationToken::new(),
             #[cfg(feature = "host")]
             hosting,
         });
-        // The first session is opened before returning, so that the router
-        // counts this frontend from the start.
-        let first = shared.open_session().await?;
         let session = tokio::spawn(shared.clone().keep_session(first));
         Ok(Client { shared, session: Some(session) })
     }
@@ -121,8 +127,8 @@ impl Client {
         &self.shared.mesh
     }
 
-    fn channel(&self) -> Channel {
-        self.shared.channel.lock().expect("channel lock").clone()
+    fn route(&self) -> Route {
+        self.shared.route.lock().expect("route lock").clone()
     }
 
     fn caller(&self) -> String {
@@ -149,7 +155,11 @@ impl Client {
         payload: Bytes,
         options: CallOptions,
     ) -> Result<Bytes, ClientError> {
-        call::unary(|| self.channel(), &self.caller(), service, method, payload, options).await
+        let route = || {
+            let route = self.route();
+            async move { Ok(route) }
+        };
+        call::unary(route, &self.caller(), service, method, payload, options).await
     }
 
     /// Calls with JSON params and decodes the JSON reply.
@@ -186,7 +196,7 @@ impl Client {
         params: &serde_json::Value,
     ) -> Result<CallStream, ClientError> {
         let payload = serde_json::to_vec(params)?.into();
-        call::stream(self.channel(), &self.caller(), service, method, payload, None).await
+        call::stream(self.route(), &self.caller(), service, method, payload, None).await
     }
 
     /// Says goodbye to the router, unpublishes this frontend, and waits for
@@ -217,8 +227,14 @@ impl Drop for Client {
     }
 }
 
-/// An open session: its upstream sender and its downstream replies.
-struct Session {
+/// An open session, over either transport.
+enum Session {
+    Grpc(GrpcSession),
+    Frames(FrameSession),
+}
+
+/// A gRPC session: its upstream sender and its downstream replies.
+struct GrpcSession {
     up: mpsc::Sender<pb::SessionUp>,
     down: tonic::Streaming<pb::SessionDown>,
     interval: Duration,
@@ -228,36 +244,67 @@ fn up(kind: session_up::Kind) -> pb::SessionUp {
     pb::SessionUp { kind: Some(kind) }
 }
 
-impl Shared {
-    async fn open_session(&self) -> Result<Session, ClientError> {
-        let (tx, rx) = mpsc::channel(4);
-        let (node_id, name) = {
-            let record = self.record.lock().expect("record lock");
-            (record.id.to_string(), record.name.clone())
-        };
-        let hello = pb::SessionHello {
-            node_id,
-            name,
-            pid: std::process::id(),
-            client_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        let _ = tx.send(up(session_up::Kind::Hello(hello))).await;
-        let channel = self.channel.lock().expect("channel lock").clone();
-        let mut down = RouterClient::new(channel).session(ReceiverStream::new(rx)).await?.into_inner();
-        let welcome = match down.message().await? {
-            Some(pb::SessionDown { kind: Some(session_down::Kind::Welcome(w)) }) => w,
-            _ => return Err(Status::unavailable("the router did not welcome the session").into()),
-        };
-        let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
-        tracing::debug!("session open with router {} (epoch {})", welcome.router_id, welcome.epoch);
-        Ok(Session { up: tx, down, interval })
+fn hello(record: &NodeRecord) -> pb::SessionHello {
+    pb::SessionHello {
+        node_id: record.id.to_string(),
+        name: record.name.clone(),
+        pid: std::process::id(),
+        client_version: env!("CARGO_PKG_VERSION").into(),
     }
+}
 
+/// Opens a session with `router` as the frontend `record`, and the route
+/// its calls take: over frames, the session's own connection.
+async fn open_session(
+    transport: Transport,
+    router: &NodeRecord,
+    record: &NodeRecord,
+) -> Result<(Route, Session), ClientError> {
+    match transport {
+        Transport::Frames => {
+            let session = FrameSession::open(&connect::socket(router)?, hello(record)).await?;
+            Ok((Route::Frames(session.conn().clone()), Session::Frames(session)))
+        }
+        Transport::Grpc => {
+            let channel = connect::dial(router).await?;
+            let session = open_grpc_session(channel.clone(), hello(record)).await?;
+            Ok((Route::Grpc(channel), Session::Grpc(session)))
+        }
+    }
+}
+
+async fn open_grpc_session(channel: Channel, hello: pb::SessionHello) -> Result<GrpcSession, ClientError> {
+    let (tx, rx) = mpsc::channel(4);
+    let _ = tx.send(up(session_up::Kind::Hello(hello))).await;
+    let mut down = RouterClient::new(channel).session(ReceiverStream::new(rx)).await?.into_inner();
+    let welcome = match down.message().await? {
+        Some(pb::SessionDown { kind: Some(session_down::Kind::Welcome(w)) }) => w,
+        _ => return Err(Status::unavailable("the router did not welcome the session").into()),
+    };
+    let interval = Duration::from_millis(welcome.keepalive_interval_ms.max(10));
+    tracing::debug!("session open with router {} (epoch {})", welcome.router_id, welcome.epoch);
+    Ok(GrpcSession { up: tx, down, interval })
+}
+
+impl Shared {
     /// Keeps a session open for the client's life, re-attaching whenever
     /// the router goes away.
     async fn keep_session(self: Arc<Self>, mut session: Session) {
         loop {
-            if self.hold(&mut session).await {
+            let closed = match &mut session {
+                Session::Grpc(grpc) => self.hold(grpc).await,
+                Session::Frames(frames) => match frames.hold(&self.closed).await {
+                    None => true,
+                    Some(Ended::Leaving { handover, reason }) => {
+                        tracing::debug!(
+                            "re-attaching after the router left (handover: {handover}): {reason}"
+                        );
+                        false
+                    }
+                    Some(Ended::Closed) => false,
+                },
+            };
+            if closed {
                 return;
             }
             match self.reattach().await {
@@ -268,7 +315,7 @@ impl Shared {
     }
 
     /// Sends keepalives until the session ends; `true` when the client closed.
-    async fn hold(&self, session: &mut Session) -> bool {
+    async fn hold(&self, session: &mut GrpcSession) -> bool {
         let mut ticks = tokio::time::interval(session.interval);
         let mut seq = 0;
         loop {
@@ -300,15 +347,16 @@ impl Shared {
         let mut backoff = Duration::from_millis(10);
         loop {
             let attempt = async {
-                let (channel, router) = self.find_router().await?;
-                *self.channel.lock().expect("channel lock") = channel;
+                let router = self.find_router().await?;
                 let record = {
                     let mut record = self.record.lock().expect("record lock");
                     record.router = Some(router.id);
                     record.clone()
                 };
                 self.guard.update(&record)?;
-                self.open_session().await
+                let (route, session) = open_session(self.options.transport, &router, &record).await?;
+                *self.route.lock().expect("route lock") = route;
+                Ok::<_, ClientError>(session)
             };
             tokio::select! {
                 () = self.closed.cancelled() => return None,
@@ -327,7 +375,7 @@ impl Shared {
 }
 
 impl Shared {
-    async fn find_router(&self) -> Result<(Channel, NodeRecord), ClientError> {
+    async fn find_router(&self) -> Result<NodeRecord, ClientError> {
         find_router(
             &self.mesh,
             &self.options,
@@ -344,10 +392,10 @@ async fn find_router(
     mesh: &MeshDir,
     options: &ClientOptions,
     #[cfg(feature = "host")] hosting: &crate::host::Hosting,
-) -> Result<(Channel, NodeRecord), ClientError> {
+) -> Result<NodeRecord, ClientError> {
     #[cfg(feature = "host")]
     if let Some(config) = &options.host {
         return hosting.connect(mesh, config).await;
     }
-    Ok(connect::connect_with_record(mesh, options.launch.as_ref()).await?)
+    Ok(connect::find(mesh, options.launch.as_ref()).await?)
 }

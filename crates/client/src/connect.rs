@@ -43,6 +43,28 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The router's socket does not take connections.
+    #[error("cannot connect to the router at {}: {source}", path.display())]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer on the router's socket did not answer the frame transport's
+    /// preamble.
+    #[error(
+        "the peer at {} is not a polis router speaking frames ({reason}); a router older than the frame \
+         transport speaks gRPC only: use --grpc or POLIS_TRANSPORT=grpc",
+        path.display()
+    )]
+    NotARouter {
+        /// The socket.
+        path: PathBuf,
+        /// What it did instead.
+        reason: String,
+    },
     /// The mesh directory failed.
     #[error(transparent)]
     Discovery(#[from] polis_discovery::Error),
@@ -81,23 +103,37 @@ pub(crate) async fn connect_with_record(
     mesh: &MeshDir,
     launcher: Option<&Launcher>,
 ) -> Result<(Channel, NodeRecord), ConnectError> {
-    let router = match mesh.current_router()? {
-        Some(router) => router,
-        None => match launcher {
-            Some(launcher) => launch(mesh, launcher).await?,
-            None => return Err(ConnectError::NoRouter { mesh: mesh.root().to_owned() }),
-        },
-    };
+    let router = find(mesh, launcher).await?;
     Ok((dial(&router).await?, router))
+}
+
+/// The record of the router in office, launching one with `launcher` if
+/// none runs.
+pub(crate) async fn find(mesh: &MeshDir, launcher: Option<&Launcher>) -> Result<NodeRecord, ConnectError> {
+    match mesh.current_router()? {
+        Some(router) => Ok(router),
+        None => match launcher {
+            Some(launcher) => launch(mesh, launcher).await,
+            None => Err(ConnectError::NoRouter { mesh: mesh.root().to_owned() }),
+        },
+    }
 }
 
 /// A channel to the router that `record` describes.
 pub async fn dial(record: &NodeRecord) -> Result<Channel, ConnectError> {
-    let endpoint = record.endpoint.clone().unwrap_or_default();
-    let path = endpoint.strip_prefix("unix:").ok_or_else(|| ConnectError::Endpoint(endpoint.clone()))?;
-    polis_mesh::transport::connect_channel(Path::new(path))
+    let path = socket(record)?;
+    polis_mesh::transport::connect_channel(&path)
         .await
-        .map_err(|source| ConnectError::Connect { path: path.into(), source })
+        .map_err(|source| ConnectError::Connect { path, source })
+}
+
+/// The socket path of the router that `record` describes.
+pub(crate) fn socket(record: &NodeRecord) -> Result<PathBuf, ConnectError> {
+    let endpoint = record.endpoint.clone().unwrap_or_default();
+    match endpoint.strip_prefix("unix:") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => Err(ConnectError::Endpoint(endpoint)),
+    }
 }
 
 /// Starts a router unless another frontend already has, and returns its record.

@@ -7,9 +7,9 @@ use std::{sync::Mutex, time::Duration};
 
 use polis_discovery::{Campaign, Discovery, MeshDir, NodeRecord};
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
-use crate::{ClientError, connect};
+use crate::ClientError;
 
 /// The router this process hosts, if any.
 #[derive(Debug, Default)]
@@ -31,12 +31,12 @@ impl Hosting {
         &self,
         mesh: &MeshDir,
         config: &polis_node::router::RouterConfig,
-    ) -> Result<(Channel, NodeRecord), ClientError> {
+    ) -> Result<NodeRecord, ClientError> {
         let watch = mesh.watch()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(router) = mesh.current_router()? {
-                return Ok((connect::dial(&router).await?, router));
+                return Ok(router);
             }
             if let Campaign::Won(term) = mesh.campaign()? {
                 let stop = CancellationToken::new();
@@ -50,8 +50,7 @@ impl Hosting {
                 });
                 *self.router.lock().expect("hosting lock") = Some(Hosted { stop, task });
                 let router = watch.wait_for(Duration::from_secs(10), || mesh.current_router()).await?;
-                let router = router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?;
-                return Ok((connect::dial(&router).await?, router));
+                return Ok(router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?);
             }
             // Another holds the office: it publishes soon, or it is leaving
             // and the office comes free. Either way, look again.

@@ -21,8 +21,10 @@
 //!
 //! # Layout
 //! - `connect`: finding the router, launching one under `spawn.lock`.
-//! - `call`: the one request path: deadlines, idempotent retries, streams;
-//!   [`Caller`] for a script's one-shot calls.
+//! - `call`: the one request path: deadlines, idempotent retries, streams,
+//!   whatever the [`Transport`]; [`Caller`] for a script's one-shot calls.
+//! - `frames`: the frame transport: one connection multiplexing the session
+//!   and every call (the default; [`Transport::Grpc`] is the other).
 //! - `client`: [`Client`], a frontend with a session.
 //! - `error`: [`ClientError`], the one mapping of what went wrong.
 //! - `host` (feature `host`): a router hosted in this process.
@@ -31,10 +33,11 @@ mod call;
 mod client;
 mod connect;
 mod error;
+mod frames;
 #[cfg(feature = "host")]
 mod host;
 
-pub use call::{CallOptions, CallStream, Caller};
+pub use call::{CallOptions, CallStream, Caller, Transport};
 pub use client::{Client, ClientOptions};
 pub use connect::{ConnectError, Launcher, connect, dial};
 pub use error::{ClientError, code_name};

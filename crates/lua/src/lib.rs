@@ -144,12 +144,20 @@ impl ConnectOptions {
                 ("modules_path", Value::String(s)) => launcher.modules_path = Some(s.to_string_lossy()),
                 ("polis", Value::String(s)) => launcher.polis = PathBuf::from(s.to_string_lossy()),
                 ("launch", Value::Boolean(b)) => launch = b,
-                ("name" | "mesh_dir" | "modules_path" | "polis", _) => return Err(bad(&key, "a string")),
+                ("transport", Value::String(s)) => {
+                    client.transport = s
+                        .to_string_lossy()
+                        .parse()
+                        .map_err(|e| format!("INVALID_ARGUMENT: polis.connect: transport: {e}"))?;
+                }
+                ("name" | "mesh_dir" | "modules_path" | "polis" | "transport", _) => {
+                    return Err(bad(&key, "a string"));
+                }
                 ("launch", _) => return Err(bad(&key, "a boolean")),
                 (other, _) => {
                     return Err(format!(
                         "INVALID_ARGUMENT: polis.connect: unknown option {other:?} (known: name, mesh_dir, \
-                         modules_path, polis, launch)"
+                         modules_path, polis, launch, transport)"
                     ));
                 }
             }

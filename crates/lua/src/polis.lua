@@ -36,7 +36,7 @@ end
 local Client = {}
 Client.__index = Client
 
--- polis.connect{ mesh_dir =, modules_path =, name =, polis =, launch = }
+-- polis.connect{ mesh_dir =, modules_path =, name =, polis =, launch =, transport = }
 -- gives a client, or nil and an error string.
 function M.connect(opts)
   if opts ~= nil and type(opts) ~= "table" then
