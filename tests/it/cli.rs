@@ -134,3 +134,33 @@ fn the_crate_graph_keeps_the_router_out_of_modules_and_the_lua_module() {
     );
     assert_eq!(polis_crates(&tree("polis-discovery")), ["polis-discovery"]);
 }
+
+/// Both wires stay first-class: one-shot calls, streams and a frontend's
+/// session work over frames (the default) and over gRPC (`--grpc`), and a
+/// frontend on either re-attaches when its router is killed and a standby
+/// takes office.
+#[test]
+fn calls_streams_sessions_and_reattach_work_over_frames_and_grpc() {
+    for wire in [&[][..], &["--grpc"][..]] {
+        let mesh = mesh();
+        mesh.module("echo", ECHO, "");
+        let mut router = mesh.start_router(&[]);
+        let _standby = mesh.start_standby(&[]);
+
+        let call = |args: &[&str]| mesh.run(&[&["call"], wire, args].concat());
+        assert_eq!(call(&["echo", "ping"]).code(0).stdout().trim(), "\"pong\"", "{wire:?}");
+        let streamed = call(&["--stream", "echo", "stream", r#"{"count":3,"interval_ms":1}"#]);
+        assert_eq!(streamed.code(0).stdout().lines().count(), 3, "{wire:?}: {streamed}");
+
+        let mut frontend = mesh.frontend(mesh.polis(&[&["attach", "--name", "nvim"], wire].concat()));
+        let sessions = || mesh.run(&["status", "--json"]).json()["sessions"].clone();
+        assert_eq!(sessions()[0]["name"], "nvim", "{wire:?}");
+        assert_eq!(frontend.call("echo ping"), "\"pong\"", "{wire:?}");
+
+        router.kill();
+        mesh.wait_for("the standby to take office", || mesh.router().filter(|r| r.epoch == Some(2)));
+        mesh.wait_for("the frontend to re-attach", || (sessions()[0]["name"] == "nvim").then_some(()));
+        assert_eq!(frontend.call("echo ping"), "\"pong\"", "{wire:?}: served by the next router");
+        frontend.quit();
+    }
+}
