@@ -164,3 +164,19 @@ fn calls_streams_sessions_and_reattach_work_over_frames_and_grpc() {
         frontend.quit();
     }
 }
+
+/// After `polis stop`, an editor that stays finds or launches the next
+/// router on its next call, exactly as its first call did.
+#[test]
+fn a_frontend_that_outlives_a_stop_launches_the_next_router() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let mut frontend = mesh.start_frontend("editor");
+    assert_eq!(frontend.call("echo ping"), "\"pong\"");
+    let first = mesh.router().expect("a launched router");
+    mesh.run(&["stop"]).code(0);
+    assert_eq!(frontend.call("echo ping"), "\"pong\"", "the next call is served");
+    let next = mesh.router().expect("a router again");
+    assert_ne!(next.id, first.id, "by a router launched anew");
+    frontend.quit();
+}

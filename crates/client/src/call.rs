@@ -121,8 +121,9 @@ where
         };
         match result {
             Ok(reply) => return Ok(reply),
+            // A call no router ran is safe to try again, idempotent or not.
             Err(err)
-                if options.idempotent
+                if (options.idempotent || err.was_not_run())
                     && err.code() == tonic::Code::Unavailable
                     && Instant::now() + backoff < deadline =>
             {
@@ -346,7 +347,7 @@ impl Caller {
             CallerRoute::Grpc(channel) => Ok(Route::Grpc(channel.clone())),
             CallerRoute::Frames { path, conn } => {
                 let mut conn = conn.lock().await;
-                if conn.is_closed() {
+                if !conn.is_usable() {
                     *conn = FrameConn::open(path).await?.0;
                 }
                 Ok(Route::Frames(conn.clone()))

@@ -25,6 +25,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether no router ran the call (it never left this process, or its
+    /// router left office without reading it): then trying again is safe.
+    pub(crate) fn was_not_run(&self) -> bool {
+        matches!(self, ClientError::Call(status) if crate::frames::was_not_run(status))
+    }
+
     /// The gRPC code: `Unavailable` when no router could be had.
     pub fn code(&self) -> Code {
         match self {

@@ -103,6 +103,9 @@ struct State {
     calls: HashMap<u64, Waiter>,
     /// Set once: the code and message every later call fails with.
     closed: Option<(Code, String)>,
+    /// The router said it is leaving: it runs no request it reads from now
+    /// on, and before it closes it finishes every call it accepted.
+    leaving: bool,
 }
 
 enum Waiter {
@@ -128,11 +131,35 @@ pub(crate) fn went_away(reason: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("the router went away during the call ({reason})"))
 }
 
+/// The metadata key that marks a call the router never ran.
+const NOT_RUN: &str = "polis-not-run";
+
+/// `UNAVAILABLE` for a call that no router ran: it never left this process,
+/// or its router was leaving and closed without reading it. Retrying it is
+/// safe for any call, idempotent or not.
+pub(crate) fn not_run(reason: impl std::fmt::Display) -> Status {
+    marked_not_run(Status::unavailable(format!("no router ran the call ({reason})")))
+}
+
+fn marked_not_run(mut status: Status) -> Status {
+    status.metadata_mut().insert(NOT_RUN, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// Whether `status` says that no router ran the call.
+pub(crate) fn was_not_run(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_RUN)
+}
+
 impl Table {
     fn register(&self, waiter: Waiter) -> Result<u64, Status> {
         let mut state = self.state.lock().expect("call table");
         if let Some((code, message)) = &state.closed {
-            return Err(Status::new(*code, message.clone()));
+            // Why the connection ended, and that this call never left.
+            return Err(marked_not_run(Status::new(*code, message.clone())));
+        }
+        if state.leaving {
+            return Err(not_run("the router is leaving office"));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         state.calls.insert(id, waiter);
@@ -153,16 +180,31 @@ impl Table {
     /// Ends the connection for `status` (the first reason wins) and fails
     /// every call in flight with it.
     fn close(&self, status: &Status) {
-        let ((code, message), calls) = {
+        let ((code, message), calls, leaving) = {
             let mut state = self.state.lock().expect("call table");
             let closed =
                 state.closed.get_or_insert_with(|| (status.code(), status.message().to_owned())).clone();
-            (closed, std::mem::take(&mut state.calls))
+            (closed, std::mem::take(&mut state.calls), state.leaving)
         };
         for waiter in calls.into_values() {
-            waiter.fail(Status::new(code, message.clone()));
+            // A leaving router answers every call it accepted before it
+            // closes: what is left unanswered it never read.
+            waiter.fail(if leaving {
+                not_run("the router left office")
+            } else {
+                Status::new(code, message.clone())
+            });
         }
         self.gone.cancel();
+    }
+
+    /// The router said it is leaving.
+    fn leave(&self) {
+        self.state.lock().expect("call table").leaving = true;
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.state.lock().expect("call table").leaving
     }
 
     fn reply(&self, reply: pb::Reply) {
@@ -266,6 +308,11 @@ impl FrameConn {
     /// Whether the connection has ended (then every call on it fails).
     pub(crate) fn is_closed(&self) -> bool {
         self.table.gone.is_cancelled()
+    }
+
+    /// Whether new calls can go over it: it lives, and its router is not leaving.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.is_closed() && !self.table.is_leaving()
     }
 
     /// Why the connection ended, as calls see it.
@@ -378,6 +425,7 @@ async fn read_loop(
                 let _ = control.send(Control::Welcome(w));
             }
             Some(Kind::Leaving(l)) => {
+                table.leave();
                 let _ = control.send(Control::Leaving(l));
             }
             // The router's echo of a keepalive.

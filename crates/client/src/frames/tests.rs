@@ -309,6 +309,48 @@ async fn dropping_a_call_before_its_final_reply_sends_cancel() {
     assert_eq!(peer.recv().await, Kind::Cancel(pb::Cancel { id: second.id }));
 }
 
+/// A call that no router ran is marked so, and only then: one in flight
+/// when a router that said it was leaving closes (it answers every call it
+/// accepted first), one started after it said so, one on a closed
+/// connection. A call in flight when a router just dies is not.
+#[tokio::test]
+async fn calls_a_leaving_router_never_read_are_marked_not_run() {
+    let router = FakeRouter::new();
+    let (conn, mut peer) = open(&router).await;
+    let died = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.unary(request("echo", "sleep", b"", false)).await }
+    });
+    peer.request().await;
+    drop(peer);
+    let err = within("the call", died).await.unwrap().unwrap_err();
+    assert!(!super::was_not_run(&err), "it may have run: {err:?}");
+    let later = within("a later call", conn.unary(request("echo", "ping", b"", false))).await.unwrap_err();
+    assert!(super::was_not_run(&later), "it never left this process: {later:?}");
+
+    let (conn, mut peer) = open(&router).await;
+    let unread = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.unary(request("echo", "sleep", b"", false)).await }
+    });
+    peer.request().await;
+    assert!(conn.is_usable());
+    peer.send(Kind::Leaving(pb::RouterLeaving { handover: false, reason: "stopping".into() })).await;
+    within("the client to hear it", async {
+        while conn.is_usable() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let refused =
+        within("a call after leaving", conn.unary(request("echo", "ping", b"", false))).await.unwrap_err();
+    assert!(super::was_not_run(&refused), "{refused:?}");
+    drop(peer);
+    let err = within("the unread call", unread).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(super::was_not_run(&err), "the leaving router closed without reading it: {err:?}");
+}
+
 #[tokio::test]
 async fn the_connection_ending_fails_calls_in_flight_with_unavailable() {
     let router = FakeRouter::new();
