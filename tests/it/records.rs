@@ -40,9 +40,15 @@ fn unreadable_records_are_skipped_with_a_warning() {
         ("unknown format", br#"{"format":7,"id":"x","role":"module"}"#, "unknown record format 7"),
         ("empty", b"", "empty file"),
     ];
-    let mut files = Vec::new();
+    let (mut files, mut locks) = (Vec::new(), Vec::new());
     for (_, bytes, _) in &bad {
-        let path = mesh.dir.join(format!("nodes/{}.json", uuid::Uuid::new_v4()));
+        let id = uuid::Uuid::new_v4();
+        // Held, as a live node's is: the router collects only the records
+        // of dead nodes, and it may do so at any moment after taking office.
+        let lock = std::fs::File::create(mesh.dir.join(format!("nodes/{id}.lock"))).unwrap();
+        lock.lock().unwrap();
+        locks.push(lock);
+        let path = mesh.dir.join(format!("nodes/{id}.json"));
         std::fs::write(&path, bytes).unwrap();
         files.push(path);
     }
