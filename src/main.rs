@@ -43,17 +43,21 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let level = match verbose {
+        0 => tracing_subscriber::filter::LevelFilter::WARN,
+        1 => tracing_subscriber::filter::LevelFilter::INFO,
+        _ => tracing_subscriber::filter::LevelFilter::DEBUG,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // Only `POLIS_LOG` needs `EnvFilter`: parsing its directives compiles
+    // regexes, which costs every start (the CLI's and the router's) time and
+    // keeps the regex engine's code resident in the router. A bare level
+    // filters the same as the directive `warn`, `info` or `debug` would.
+    match std::env::var_os("POLIS_LOG").map(|_| tracing_subscriber::EnvFilter::try_from_env("POLIS_LOG")) {
+        Some(Ok(filter)) => fmt.with_env_filter(filter).init(),
+        _ => fmt.with_max_level(level).init(),
+    }
 }

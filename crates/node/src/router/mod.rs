@@ -71,6 +71,22 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     let mut record = NodeRecord::new(Role::Router, "router");
     record.version = env!("CARGO_PKG_VERSION").to_owned();
     record.endpoint = Some(format!("unix:{}", socket.display()));
+    // Published as soon as the socket listens, before the services are
+    // built: a frontend that connects meanwhile waits in the listen backlog,
+    // and a cold start waits on `router.json`. Should building fail, the
+    // node record goes with `node`, and `router.json` and the office with
+    // `term`.
+    let node = mesh.publish(&record)?;
+    term.publish_router(&record)?;
+    tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
+    // After publishing: on a failover every millisecond before it counts.
+    // And right after it, before building the services: the pass judges the
+    // records there when this router took office, not those written once
+    // frontends can see it.
+    let collected = mesh.collect_dead()?;
+    if !collected.is_empty() {
+        tracing::info!("collected {} dead node records", collected.len());
+    }
 
     let max_message = config.max_frame_len.saturating_add(64 * 1024);
     let host = Host::new(config, mesh.clone(), RouterIdentity { id: record.id, epoch: term.epoch() });
@@ -138,14 +154,6 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     // frontend would outlive its term).
     let mut server = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(server));
 
-    let node = mesh.publish(&record)?;
-    term.publish_router(&record)?;
-    tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
-    // After publishing: on a failover every millisecond before it counts.
-    let collected = mesh.collect_dead()?;
-    if !collected.is_empty() {
-        tracing::info!("collected {} dead node records", collected.len());
-    }
     host.autostart();
     tasks.spawn({
         let (leases, shutdown) = (leases.clone(), shutdown.clone());
