@@ -54,7 +54,15 @@ pub(crate) async fn measure(tools: &setup::Norgopolis) -> System {
         Err(e.to_owned())
     }
     let (warm, throughput, rss_idle, rss_load, throughput_many, warm_profile, load_profile) = match warm {
-        Ok(w) => (Ok(w.warm), Ok(w.throughput), Ok(w.rss_idle), Ok(w.rss_load), Ok(w.many), Ok(w.warm_profile), Ok(w.load_profile)),
+        Ok(w) => (
+            Ok(w.warm),
+            Ok(w.throughput),
+            Ok(w.rss_idle),
+            Ok(w.rss_load),
+            Ok(w.many),
+            Ok(w.warm_profile),
+            Ok(w.load_profile),
+        ),
         Err(e) => (err(&e), err(&e), err(&e), err(&e), err(&e), err(&e), err(&e)),
     };
     progress(&format!("Norgopolis: {WARM_CALLS} warm calls to echo, all on one CPU"));
@@ -63,7 +71,17 @@ pub(crate) async fn measure(tools: &setup::Norgopolis) -> System {
     progress(&format!("Norgopolis: cold start, {COLD_RUNS} runs of the client autostarting the server"));
     let cold = outcome(bench.cold_starts().await);
     let _ = bench.kill_all();
-    System { warm, warm_one_cpu, throughput, cold, rss_idle, rss_load, throughput_many, warm_profile, load_profile }
+    System {
+        warm,
+        warm_one_cpu,
+        throughput,
+        cold,
+        rss_idle,
+        rss_load,
+        throughput_many,
+        warm_profile,
+        load_profile,
+    }
 }
 
 /// What one server gave under warm calls and load.
@@ -187,12 +205,25 @@ impl<'a> Bench<'a> {
         progress(&format!("Norgopolis: throughput, {CALLERS_MANY} callers for {THROUGHPUT_FOR:?}"));
         let (many, _, rss_many) = self.throughput(pid, CALLERS_MANY, THROUGHPUT_FOR).await?;
         drop(server);
-        Ok(Warm { warm, warm_profile, throughput, load_profile, many, rss_idle, rss_load: rss_load.max(rss_many) })
+        Ok(Warm {
+            warm,
+            warm_profile,
+            throughput,
+            load_profile,
+            many,
+            rss_idle,
+            rss_load: rss_load.max(rss_many),
+        })
     }
 
     /// The bench client's throughput run against the server `pid`: the
     /// figure, the server's usage over it, and its peak VmRSS (KiB).
-    async fn throughput(&self, pid: u32, callers: usize, time: Duration) -> anyhow::Result<(Throughput, Usage, u64)> {
+    async fn throughput(
+        &self,
+        pid: u32,
+        callers: usize,
+        time: Duration,
+    ) -> anyhow::Result<(Throughput, Usage, u64)> {
         let secs = time.as_secs().to_string();
         let callers = callers.to_string();
         let args = ["throughput", &callers, &secs];

@@ -62,11 +62,25 @@ pub(crate) async fn measure(bins: &setup::Polis) -> PolisFigures {
         Err(e.to_owned())
     }
     let (warm, warm_jsonrpc, throughput, rss_idle, rss_load) = match &figures {
-        Ok(w) => (Ok(w.frames.clone()), w.jsonrpc.clone(), Ok(w.throughput.clone()), Ok(w.rss_idle), Ok(w.rss_load)),
+        Ok(w) => (
+            Ok(w.frames.clone()),
+            w.jsonrpc.clone(),
+            Ok(w.throughput.clone()),
+            Ok(w.rss_idle),
+            Ok(w.rss_load),
+        ),
         Err(e) => (err(e), err(e), err(e), err(e), err(e)),
     };
-    let (throughput_many, warm_profile, load_profile, warm_grpc, warm_tonic, throughput_grpc) = match figures {
-        Ok(w) => (Ok(w.throughput_many), Ok(w.frames_profile), Ok(w.load_profile), w.grpc, w.tonic, w.throughput_grpc),
+    let (throughput_many, warm_profile, load_profile, warm_grpc, warm_tonic, throughput_grpc) = match figures
+    {
+        Ok(w) => (
+            Ok(w.throughput_many),
+            Ok(w.frames_profile),
+            Ok(w.load_profile),
+            w.grpc,
+            w.tonic,
+            w.throughput_grpc,
+        ),
         Err(e) => (err(&e), err(&e), err(&e), err(&e), err(&e), err(&e)),
     };
     progress(&format!("polis: the router on a multi-thread runtime ({RUNTIME_ENV}=multi-thread)"));
@@ -215,7 +229,10 @@ impl Caller<'_> {
                 let request = pb::CallRequest {
                     service: service.into(),
                     method: "echo".into(),
-                    payload: Some(pb::Payload { content_type: polis_mesh::JSON.into(), data: payload.clone() }),
+                    payload: Some(pb::Payload {
+                        content_type: polis_mesh::JSON.into(),
+                        data: payload.clone(),
+                    }),
                     timeout_ms: 0,
                     caller: String::new(),
                 };
@@ -261,8 +278,12 @@ async fn warm_profiled(
         Ok(())
     })
     .await;
-    let profile =
-        Profile { calls: (WARMUP_CALLS + WARM_CALLS) as u64, usage, traced_calls: PROFILE_CALLS as u64, syscalls };
+    let profile = Profile {
+        calls: (WARMUP_CALLS + WARM_CALLS) as u64,
+        usage,
+        traced_calls: PROFILE_CALLS as u64,
+        syscalls,
+    };
     Ok((samples, profile))
 }
 
@@ -299,7 +320,8 @@ async fn warm_and_load(bins: &setup::Polis) -> anyhow::Result<Warm> {
     let rss_idle = procs::rss_kib(router).context("cannot read the router's VmRSS")?;
 
     progress(&format!("polis: {WARM_CALLS} warm calls to echo (frames), then {PROFILE_CALLS} under strace"));
-    let (frames, frames_profile) = warm_profiled(&mut Caller::Client(&client), "echo", &payload, router).await?;
+    let (frames, frames_profile) =
+        warm_profiled(&mut Caller::Client(&client), "echo", &payload, router).await?;
     let jsonrpc = match bins.pyecho {
         Some(_) => {
             progress(&format!("polis: {WARM_CALLS} warm calls to pyecho (jsonrpc)"));
@@ -340,7 +362,8 @@ async fn warm_and_load(bins: &setup::Polis) -> anyhow::Result<Warm> {
         syscalls: traced_load.syscalls.unwrap_or_else(|| Err("not traced".into())),
     };
     progress(&format!("polis: throughput, {CALLERS_MANY} callers for {THROUGHPUT_FOR:?}"));
-    let many = throughput(&mesh, &payload, router, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
+    let many =
+        throughput(&mesh, &payload, router, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
     progress(&format!("polis: throughput over gRPC, {CALLERS} callers for {THROUGHPUT_FOR:?}"));
     let throughput_grpc = outcome(
         throughput(&mesh, &payload, router, CALLERS, Transport::Grpc, THROUGHPUT_FOR, false)
@@ -382,8 +405,10 @@ async fn multi_thread(bins: &setup::Polis) -> anyhow::Result<Flavour> {
         echo(&client, "echo", &payload, Some(STEP)).await.context("the first call")?;
         let (warm, warm_profile) = warm_profiled(&mut Caller::Client(&client), "echo", &payload, pid).await?;
         let threads = Usage::of(pid)?.threads;
-        let load = throughput(&mesh, &payload, pid, CALLERS, Transport::Frames, THROUGHPUT_FOR, false).await?;
-        let many = throughput(&mesh, &payload, pid, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
+        let load =
+            throughput(&mesh, &payload, pid, CALLERS, Transport::Frames, THROUGHPUT_FOR, false).await?;
+        let many =
+            throughput(&mesh, &payload, pid, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
         client.close().await;
         anyhow::Ok(Flavour {
             threads,

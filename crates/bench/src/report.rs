@@ -184,7 +184,10 @@ impl Run {
                 ratio(&p.throughput_many, &n.throughput_many, |a, b| Some(a.per_sec() / b.per_sec())),
             ],
             [
-                format!("throughput over gRPC through `polis_client`, {CALLERS} callers for {} s", THROUGHPUT_FOR.as_secs()),
+                format!(
+                    "throughput over gRPC through `polis_client`, {CALLERS} callers for {} s",
+                    THROUGHPUT_FOR.as_secs()
+                ),
                 cell(&self.polis.throughput_grpc, |t| format!("{} calls/s", stats::count(t.per_sec()))),
                 "".into(),
                 ratio(&self.polis.throughput_grpc, &n.throughput, |a, b| Some(a.per_sec() / b.per_sec())),
@@ -224,7 +227,10 @@ impl Run {
             let _ = writeln!(out, "| {a} | {b} | {c} | {d} |");
         }
         let errors = |s: &System| {
-            [&s.throughput, &s.throughput_many].iter().map(|t| t.as_ref().map_or(0, |t| t.errors)).sum::<u64>()
+            [&s.throughput, &s.throughput_many]
+                .iter()
+                .map(|t| t.as_ref().map_or(0, |t| t.errors))
+                .sum::<u64>()
         };
         if errors(p) + errors(n) > 0 {
             let _ = writeln!(
@@ -263,7 +269,10 @@ impl Run {
         let today = |w: &Outcome<(Samples, Profile)>| {
             w.as_ref()
                 .map(|(s, _)| {
-                    (format!("{} vs {}", stats::duration(s.p50()), stats::duration(GRPC_TODAY)), s.p50() <= GRPC_TODAY)
+                    (
+                        format!("{} vs {}", stats::duration(s.p50()), stats::duration(GRPC_TODAY)),
+                        s.p50() <= GRPC_TODAY,
+                    )
                 })
                 .map_err(Clone::clone)
         };
@@ -378,7 +387,17 @@ impl Run {
             Ok(pr) => format!("{what}: {}", profile_line(pr)),
             Err(e) => format!("{what}: not measured ({e})"),
         };
-        if name.contains("throughput") {
+        // RSS first: its name mentions the throughput loads too.
+        if name.contains("RSS") {
+            format!(
+                "VmRSS counts the router's heap, its stacks and the pages of its binary it has touched (modules \
+                 are not in it): idle {}, peak {}; norgopolis-server: idle {}, peak {}.",
+                cell(&p.rss_idle, |k| stats::mib(*k)),
+                cell(&p.rss_load, |k| stats::mib(*k)),
+                cell(&n.rss_idle, |k| stats::mib(*k)),
+                cell(&n.rss_load, |k| stats::mib(*k)),
+            )
+        } else if name.contains("throughput") {
             let ceiling = p.load_profile.as_ref().map_or(String::new(), |pr| {
                 format!(
                     " At {} µs of router CPU per call its one thread could serve at most {} calls/s.",
@@ -387,23 +406,30 @@ impl Run {
                 )
             });
             format!(
-                "Under the {CALLERS}-caller load, per call: {}; {}.{ceiling} The callers, the router and the echo \
-                 module share the machine's {} cores.",
+                "Under the {CALLERS}-caller load (the one profiled), per call: {}; {}.{ceiling} The callers, the \
+                 router and the echo module share the machine's {} cores.",
                 profile("polis's router", &p.load_profile),
                 profile("norgopolis-server", &n.load_profile),
                 self.machine.cores,
             )
-        } else if name.contains("RSS") {
-            "VmRSS counts the router's heap, its stacks and the pages of its binary it has touched; modules are \
-             not in it."
-                .to_owned()
         } else if name.contains("cold") {
             "Measured as it is today: cold start is being worked on separately (see the hand-written section, \
              when there is one)."
                 .to_owned()
         } else {
-            let above = match (&p.warm, &self.floor) {
-                (Ok(w), Ok(f)) => format!(
+            let warm_of = |o: &Outcome<(Samples, Profile)>| {
+                o.as_ref().map(|(s, p)| (s.clone(), p.clone())).map_err(Clone::clone)
+            };
+            let frames = p.warm.clone().and_then(|s| Ok((s, p.warm_profile.clone()?)));
+            let (what, figures) = if name.contains("tonic") {
+                ("a bare tonic client", warm_of(&self.polis.warm_tonic))
+            } else if name.contains("gRPC") {
+                ("gRPC through `polis_client`", warm_of(&self.polis.warm_grpc))
+            } else {
+                ("frames", frames)
+            };
+            let above = match (&figures, &self.floor) {
+                (Ok((w, _)), Ok(f)) => format!(
                     "The p50 is {} above the floor ({} vs {}). ",
                     stats::duration(w.p50().saturating_sub(f.p50())),
                     stats::duration(w.p50()),
@@ -414,7 +440,7 @@ impl Run {
             format!(
                 "{above}Per warm call, {}; {}. What the router does not spend is the client's and the module's \
                  own work and the wake-ups between the three processes.",
-                profile("polis's router (frames)", &p.warm_profile),
+                profile(&format!("polis's router ({what})"), &figures.map(|(_, p)| p)),
                 profile("norgopolis-server", &n.warm_profile),
             )
         }
@@ -456,7 +482,8 @@ impl Run {
             TRACED_LOAD_FOR.as_secs()
         ));
         let multi = self.polis.multi_thread.as_ref().map(|f| f.warm_profile.clone()).map_err(Clone::clone);
-        let warm_of = |o: &Outcome<(Samples, Profile)>| o.as_ref().map(|(_, p)| p.clone()).map_err(Clone::clone);
+        let warm_of =
+            |o: &Outcome<(Samples, Profile)>| o.as_ref().map(|(_, p)| p.clone()).map_err(Clone::clone);
         let rows: Vec<(String, Outcome<Profile>)> = vec![
             ("polis, frames, warm calls".into(), p.warm_profile.clone()),
             ("polis, gRPC through `polis_client`, warm calls".into(), warm_of(&self.polis.warm_grpc)),
@@ -534,7 +561,9 @@ impl Run {
                 stats::sig3(load_us)
             )
         });
-        for (name, row) in [("current-thread (default)", current), ("multi-thread", multi.map_err(Clone::clone))] {
+        for (name, row) in
+            [("current-thread (default)", current), ("multi-thread", multi.map_err(Clone::clone))]
+        {
             let row = row.unwrap_or_else(|e| format!("{} | | | | ", cell::<()>(&Err(e), |_| String::new())));
             let _ = writeln!(out, "| {name} | {row} |");
         }

@@ -114,6 +114,9 @@ impl Profile {
 
     /// `count(syscalls)` per traced call.
     pub(crate) fn per_call(&self, count: impl Fn(&crate::procs::Syscalls) -> u64) -> Outcome<f64> {
-        self.syscalls.as_ref().map(|s| count(s) as f64 / self.traced_calls.max(1) as f64).map_err(Clone::clone)
+        self.syscalls
+            .as_ref()
+            .map(|s| count(s) as f64 / self.traced_calls.max(1) as f64)
+            .map_err(Clone::clone)
     }
 }
