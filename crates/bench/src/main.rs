@@ -40,6 +40,16 @@ const PAYLOAD: usize = 64;
 const WARM_CALLS: usize = 5000;
 const WARMUP_CALLS: usize = 200;
 const CALLERS: usize = 16;
+/// The second throughput load: more callers than the router has reason to
+/// keep threads for.
+const CALLERS_MANY: usize = 64;
+/// Calls counted under strace (each syscall is slowed, so few and apart).
+const PROFILE_CALLS: usize = 1000;
+/// The throughput load under strace, for syscalls (and writes) per call.
+const TRACED_LOAD_FOR: Duration = Duration::from_secs(2);
+/// Picks the router's runtime flavour in a build that reads it (today's
+/// `src/main.rs` does not; see BENCHMARKS.md's flavour section).
+const RUNTIME_ENV: &str = "POLIS_ROUTER_RUNTIME";
 const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 const COLD_RUNS: usize = 30;
 const FAILOVER_ROUNDS: usize = 20;
@@ -129,7 +139,10 @@ fn bench(args: &Args) -> anyhow::Result<()> {
 
     let run =
         report::Run { machine: machine::Machine::here(&quiet), floor, floor_one_cpu, polis, norgopolis };
-    std::fs::write(&output, run.markdown()).with_context(|| format!("cannot write {}", output.display()))?;
+    // What follows the marker is written by hand: keep it.
+    let old = std::fs::read_to_string(&output).ok();
+    let report = report::keep_hand_written(&run.markdown(), old.as_deref());
+    std::fs::write(&output, report).with_context(|| format!("cannot write {}", output.display()))?;
     progress(&format!("wrote {}", output.display()));
     for (target, met) in run.verdicts() {
         let verdict = match met {

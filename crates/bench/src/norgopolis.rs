@@ -24,8 +24,12 @@ use std::{
 use anyhow::{Context, bail, ensure};
 
 use crate::{
-    CALLERS, COLD_RUNS, PAYLOAD, THROUGHPUT_FOR, WARM_CALLS, WARMUP_CALLS, procs, progress,
-    results::{Cold, System, Throughput, outcome},
+    CALLERS, CALLERS_MANY, COLD_RUNS, PAYLOAD, PROFILE_CALLS, THROUGHPUT_FOR, TRACED_LOAD_FOR, WARM_CALLS,
+    WARMUP_CALLS,
+    polis::traced,
+    procs::{self, Usage},
+    progress,
+    results::{Cold, Profile, System, Throughput, outcome},
     setup,
     stats::Samples,
 };
@@ -46,9 +50,20 @@ pub(crate) async fn measure(tools: &setup::Norgopolis) -> System {
     };
     let warm = outcome(bench.warm_and_load().await);
     let _ = bench.kill_all();
-    let (warm, throughput, rss_idle, rss_load) = match warm {
-        Ok(w) => (Ok(w.0), Ok(w.1), Ok(w.2), Ok(w.3)),
-        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e)),
+    fn err<T>(e: &str) -> Result<T, String> {
+        Err(e.to_owned())
+    }
+    let (warm, throughput, rss_idle, rss_load, throughput_many, warm_profile, load_profile) = match warm {
+        Ok(w) => (
+            Ok(w.warm),
+            Ok(w.throughput),
+            Ok(w.rss_idle),
+            Ok(w.rss_load),
+            Ok(w.many),
+            Ok(w.warm_profile),
+            Ok(w.load_profile),
+        ),
+        Err(e) => (err(&e), err(&e), err(&e), err(&e), err(&e), err(&e), err(&e)),
     };
     progress(&format!("Norgopolis: {WARM_CALLS} warm calls to echo, all on one CPU"));
     let warm_one_cpu = outcome(bench.warm_one_cpu().await);
@@ -56,7 +71,28 @@ pub(crate) async fn measure(tools: &setup::Norgopolis) -> System {
     progress(&format!("Norgopolis: cold start, {COLD_RUNS} runs of the client autostarting the server"));
     let cold = outcome(bench.cold_starts().await);
     let _ = bench.kill_all();
-    System { warm, warm_one_cpu, throughput, cold, rss_idle, rss_load }
+    System {
+        warm,
+        warm_one_cpu,
+        throughput,
+        cold,
+        rss_idle,
+        rss_load,
+        throughput_many,
+        warm_profile,
+        load_profile,
+    }
+}
+
+/// What one server gave under warm calls and load.
+struct Warm {
+    warm: Samples,
+    warm_profile: Profile,
+    throughput: Throughput,
+    load_profile: Profile,
+    many: Throughput,
+    rss_idle: u64,
+    rss_load: u64,
 }
 
 /// Whether 127.0.0.1:62020 can be bound, waiting up to `wait` for it.
@@ -130,8 +166,9 @@ impl<'a> Bench<'a> {
         Ok(child)
     }
 
-    /// Warm calls, throughput, idle and peak server RSS (KiB).
-    async fn warm_and_load(&self) -> anyhow::Result<(Samples, Throughput, u64, u64)> {
+    /// Warm calls, throughput, idle and peak server RSS (KiB), and the
+    /// server's CPU, context switches and syscalls per call.
+    async fn warm_and_load(&self) -> anyhow::Result<Warm> {
         progress("Norgopolis: starting norgopolis-server and loading echo");
         let server = self.start_server().await?;
         let pid = server.id().context("the server exited")?;
@@ -140,13 +177,57 @@ impl<'a> Bench<'a> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = procs::rss_kib(pid).context("cannot read the server's VmRSS")?;
 
-        progress(&format!("Norgopolis: {WARM_CALLS} warm calls to echo"));
+        progress(&format!("Norgopolis: {WARM_CALLS} warm calls to echo, then {PROFILE_CALLS} under strace"));
+        let before = Usage::of(pid)?;
         let warm = self.warm().await?;
+        let usage = Usage::of(pid)?.since(&before);
+        let calls = PROFILE_CALLS.to_string();
+        let syscalls = traced(pid, async { self.run_client(&["warm", &calls, "0"]).await.map(drop) }).await;
+        // The client's connection is in the usage too: one per run, as
+        // polis's session is outside its own.
+        let warm_profile = Profile {
+            calls: (WARMUP_CALLS + WARM_CALLS) as u64,
+            usage,
+            traced_calls: PROFILE_CALLS as u64,
+            syscalls,
+        };
 
         progress(&format!("Norgopolis: throughput, {CALLERS} callers for {THROUGHPUT_FOR:?}"));
-        let secs = THROUGHPUT_FOR.as_secs().to_string();
-        let callers = CALLERS.to_string();
+        let (throughput, load_usage, rss_load) = self.throughput(pid, CALLERS, THROUGHPUT_FOR).await?;
+        progress(&format!("Norgopolis: throughput, {CALLERS} callers for {TRACED_LOAD_FOR:?} under strace"));
+        let mut traced_calls = 0;
+        let syscalls = traced(pid, async {
+            traced_calls = self.throughput(pid, CALLERS, TRACED_LOAD_FOR).await?.0.calls;
+            Ok(())
+        })
+        .await;
+        let load_profile = Profile { calls: throughput.calls, usage: load_usage, traced_calls, syscalls };
+        progress(&format!("Norgopolis: throughput, {CALLERS_MANY} callers for {THROUGHPUT_FOR:?}"));
+        let (many, _, rss_many) = self.throughput(pid, CALLERS_MANY, THROUGHPUT_FOR).await?;
+        drop(server);
+        Ok(Warm {
+            warm,
+            warm_profile,
+            throughput,
+            load_profile,
+            many,
+            rss_idle,
+            rss_load: rss_load.max(rss_many),
+        })
+    }
+
+    /// The bench client's throughput run against the server `pid`: the
+    /// figure, the server's usage over it, and its peak VmRSS (KiB).
+    async fn throughput(
+        &self,
+        pid: u32,
+        callers: usize,
+        time: Duration,
+    ) -> anyhow::Result<(Throughput, Usage, u64)> {
+        let secs = time.as_secs().to_string();
+        let callers = callers.to_string();
         let args = ["throughput", &callers, &secs];
+        let before = Usage::of(pid)?;
         let run = self.run_client(&args);
         tokio::pin!(run);
         let mut rss_load = 0;
@@ -157,13 +238,13 @@ impl<'a> Bench<'a> {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         };
-        drop(server);
+        let usage = Usage::of(pid)?.since(&before);
         let throughput = Throughput {
             calls: out["calls"].as_u64().context("no `calls` in the throughput output")?,
             errors: out["errors"].as_u64().unwrap_or(0),
-            elapsed: Duration::from_secs_f64(out["secs"].as_f64().unwrap_or(THROUGHPUT_FOR.as_secs_f64())),
+            elapsed: Duration::from_secs_f64(out["secs"].as_f64().unwrap_or(time.as_secs_f64())),
         };
-        Ok((warm, throughput, rss_idle, rss_load))
+        Ok((throughput, usage, rss_load))
     }
 
     /// `WARM_CALLS` timed calls by the bench client, after `WARMUP_CALLS`.

@@ -11,14 +11,19 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use polis_client::{Client, ClientOptions, Launcher};
+use polis_client::{Client, ClientOptions, Launcher, Transport};
 use polis_discovery::{Discovery, MeshDir};
+use polis_mesh::pb::{self, router_client::RouterClient};
 use polis_testing::TestMesh;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 use crate::{
-    CALLERS, COLD_RUNS, FAILOVER_ROUNDS, PAYLOAD, THROUGHPUT_FOR, WARM_CALLS, WARMUP_CALLS, procs, progress,
-    results::{Cold, Outcome, System, Throughput, outcome},
+    CALLERS, CALLERS_MANY, COLD_RUNS, FAILOVER_ROUNDS, PAYLOAD, PROFILE_CALLS, RUNTIME_ENV, THROUGHPUT_FOR,
+    TRACED_LOAD_FOR, WARM_CALLS, WARMUP_CALLS,
+    procs::{self, Strace, Syscalls, Usage},
+    progress,
+    results::{Cold, Outcome, Profile, System, Throughput, outcome},
     setup,
     stats::Samples,
 };
@@ -31,15 +36,55 @@ const STEP: Duration = Duration::from_secs(60);
 pub(crate) struct PolisFigures {
     pub(crate) system: System,
     pub(crate) warm_jsonrpc: Outcome<Samples>,
+    /// Through `polis_client` over gRPC, and through a bare tonic client.
+    pub(crate) warm_grpc: Outcome<(Samples, Profile)>,
+    pub(crate) warm_tonic: Outcome<(Samples, Profile)>,
+    pub(crate) throughput_grpc: Outcome<Throughput>,
     pub(crate) failover: Outcome<Samples>,
+    /// The router on a multi-thread runtime, when this build has the knob.
+    pub(crate) multi_thread: Outcome<Flavour>,
+}
+
+/// A router's figures on one runtime flavour.
+#[derive(Debug)]
+pub(crate) struct Flavour {
+    pub(crate) threads: usize,
+    pub(crate) warm: Samples,
+    pub(crate) warm_profile: Profile,
+    pub(crate) throughput: Throughput,
+    pub(crate) load_usage: Usage,
+    pub(crate) throughput_many: Throughput,
 }
 
 pub(crate) async fn measure(bins: &setup::Polis) -> PolisFigures {
-    let warm = outcome(warm_and_load(bins).await);
-    let (warm, warm_jsonrpc, throughput, rss_idle, rss_load) = match warm {
-        Ok(w) => (Ok(w.frames), w.jsonrpc, Ok(w.throughput), Ok(w.rss_idle), Ok(w.rss_load)),
-        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e)),
+    let figures = outcome(warm_and_load(bins).await);
+    fn err<T>(e: &str) -> Outcome<T> {
+        Err(e.to_owned())
+    }
+    let (warm, warm_jsonrpc, throughput, rss_idle, rss_load) = match &figures {
+        Ok(w) => (
+            Ok(w.frames.clone()),
+            w.jsonrpc.clone(),
+            Ok(w.throughput.clone()),
+            Ok(w.rss_idle),
+            Ok(w.rss_load),
+        ),
+        Err(e) => (err(e), err(e), err(e), err(e), err(e)),
     };
+    let (throughput_many, warm_profile, load_profile, warm_grpc, warm_tonic, throughput_grpc) = match figures
+    {
+        Ok(w) => (
+            Ok(w.throughput_many),
+            Ok(w.frames_profile),
+            Ok(w.load_profile),
+            w.grpc,
+            w.tonic,
+            w.throughput_grpc,
+        ),
+        Err(e) => (err(&e), err(&e), err(&e), err(&e), err(&e), err(&e)),
+    };
+    progress(&format!("polis: the router on a multi-thread runtime ({RUNTIME_ENV}=multi-thread)"));
+    let multi_thread = outcome(multi_thread(bins).await);
     progress(&format!("polis: {WARM_CALLS} warm calls to echo, all on one CPU"));
     let warm_one_cpu = outcome(warm_one_cpu(bins).await);
     progress(&format!("polis: cold start, {COLD_RUNS} runs of `polis call` with no router"));
@@ -47,9 +92,23 @@ pub(crate) async fn measure(bins: &setup::Polis) -> PolisFigures {
     progress(&format!("polis: failover gap, {FAILOVER_ROUNDS} routers killed with SIGKILL"));
     let failover = outcome(failover(bins).await);
     PolisFigures {
-        system: System { warm, warm_one_cpu, throughput, cold, rss_idle, rss_load },
+        system: System {
+            warm,
+            warm_one_cpu,
+            throughput,
+            cold,
+            rss_idle,
+            rss_load,
+            throughput_many,
+            warm_profile,
+            load_profile,
+        },
         warm_jsonrpc,
+        warm_grpc,
+        warm_tonic,
+        throughput_grpc,
         failover,
+        multi_thread,
     }
 }
 
@@ -84,12 +143,18 @@ impl TempMesh {
         cmd
     }
 
+    /// Frames, whatever `POLIS_TRANSPORT` says: each figure names its transport.
     fn options(&self, launch: bool) -> ClientOptions {
+        self.options_over(launch, Transport::Frames)
+    }
+
+    fn options_over(&self, launch: bool, transport: Transport) -> ClientOptions {
         let launcher =
             Launcher { modules_path: Some(self.modules.display().to_string()), ..Launcher::new(&self.polis) };
         ClientOptions {
             mesh_dir: Some(self.dir.clone()),
             launch: launch.then_some(launcher),
+            transport,
             ..ClientOptions::new("polis-bench")
         }
     }
@@ -137,24 +202,57 @@ async fn echo(
     timeout: Option<Duration>,
 ) -> anyhow::Result<()> {
     let reply = client.call(service, "echo", payload.clone(), timeout).await?;
-    if reply != *payload {
-        let same = serde_json::from_slice::<serde_json::Value>(&reply).ok()
+    check(service, &reply, payload)
+}
+
+fn check(service: &str, reply: &Bytes, payload: &Bytes) -> anyhow::Result<()> {
+    if reply != payload {
+        let same = serde_json::from_slice::<serde_json::Value>(reply).ok()
             == serde_json::from_slice::<serde_json::Value>(payload).ok();
-        ensure!(same, "{service} answered {:?}", String::from_utf8_lossy(&reply));
+        ensure!(same, "{service} answered {:?}", String::from_utf8_lossy(reply));
     }
     Ok(())
 }
 
+/// What makes warm calls: a `polis_client::Client` (either transport), or a
+/// bare tonic `RouterClient`, as a foreign gRPC client would hold one.
+enum Caller<'a> {
+    Client(&'a Client),
+    Tonic(RouterClient<Channel>),
+}
+
+impl Caller<'_> {
+    async fn echo(&mut self, service: &str, payload: &Bytes) -> anyhow::Result<()> {
+        match self {
+            Caller::Client(client) => echo(client, service, payload, None).await,
+            Caller::Tonic(router) => {
+                let request = pb::CallRequest {
+                    service: service.into(),
+                    method: "echo".into(),
+                    payload: Some(pb::Payload {
+                        content_type: polis_mesh::JSON.into(),
+                        data: payload.clone(),
+                    }),
+                    timeout_ms: 0,
+                    caller: String::new(),
+                };
+                let reply = router.call(request).await?.into_inner();
+                check(service, &reply.payload.map(|p| p.data).unwrap_or_default(), payload)
+            }
+        }
+    }
+}
+
 /// `WARM_CALLS` sequential calls, after `WARMUP_CALLS` untimed ones.
-async fn warm(client: &Client, service: &str, payload: &Bytes) -> anyhow::Result<Samples> {
+async fn warm(caller: &mut Caller<'_>, service: &str, payload: &Bytes) -> anyhow::Result<Samples> {
     let calls = async {
         for _ in 0..WARMUP_CALLS {
-            echo(client, service, payload, None).await?;
+            caller.echo(service, payload).await?;
         }
         let mut samples = Vec::with_capacity(WARM_CALLS);
         for _ in 0..WARM_CALLS {
             let start = Instant::now();
-            echo(client, service, payload, None).await?;
+            caller.echo(service, payload).await?;
             samples.push(start.elapsed());
         }
         anyhow::Ok(Samples::new(samples))
@@ -162,10 +260,50 @@ async fn warm(client: &Client, service: &str, payload: &Bytes) -> anyhow::Result
     tokio::time::timeout(STEP, calls).await.context("warm calls took too long")?
 }
 
+/// Warm calls with the router's usage over them, then `PROFILE_CALLS` more
+/// under strace for its syscalls.
+async fn warm_profiled(
+    caller: &mut Caller<'_>,
+    service: &str,
+    payload: &Bytes,
+    router: u32,
+) -> anyhow::Result<(Samples, Profile)> {
+    let before = Usage::of(router)?;
+    let samples = warm(caller, service, payload).await?;
+    let usage = Usage::of(router)?.since(&before);
+    let syscalls = traced(router, async {
+        for _ in 0..PROFILE_CALLS {
+            caller.echo(service, payload).await?;
+        }
+        Ok(())
+    })
+    .await;
+    let profile = Profile {
+        calls: (WARMUP_CALLS + WARM_CALLS) as u64,
+        usage,
+        traced_calls: PROFILE_CALLS as u64,
+        syscalls,
+    };
+    Ok((samples, profile))
+}
+
+/// The syscalls of `pid` while `run` runs, or why strace could not count them.
+pub(crate) async fn traced(pid: u32, run: impl Future<Output = anyhow::Result<()>>) -> Outcome<Syscalls> {
+    let strace = outcome(Strace::attach(pid))?;
+    outcome(run.await)?;
+    outcome(strace.finish())
+}
+
 struct Warm {
     frames: Samples,
+    frames_profile: Profile,
     jsonrpc: Outcome<Samples>,
+    grpc: Outcome<(Samples, Profile)>,
+    tonic: Outcome<(Samples, Profile)>,
     throughput: Throughput,
+    load_profile: Profile,
+    throughput_many: Throughput,
+    throughput_grpc: Outcome<Throughput>,
     rss_idle: u64,
     rss_load: u64,
 }
@@ -181,20 +319,110 @@ async fn warm_and_load(bins: &setup::Polis) -> anyhow::Result<Warm> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = procs::rss_kib(router).context("cannot read the router's VmRSS")?;
 
-    progress(&format!("polis: {WARM_CALLS} warm calls to echo (frames)"));
-    let frames = warm(&client, "echo", &payload).await?;
+    progress(&format!("polis: {WARM_CALLS} warm calls to echo (frames), then {PROFILE_CALLS} under strace"));
+    let (frames, frames_profile) =
+        warm_profiled(&mut Caller::Client(&client), "echo", &payload, router).await?;
     let jsonrpc = match bins.pyecho {
         Some(_) => {
             progress(&format!("polis: {WARM_CALLS} warm calls to pyecho (jsonrpc)"));
-            outcome(warm(&client, "pyecho", &payload).await)
+            outcome(warm(&mut Caller::Client(&client), "pyecho", &payload).await)
         }
         None => Err("python3 is not installed".into()),
     };
+
+    progress(&format!("polis: {WARM_CALLS} warm calls to echo through polis_client over gRPC"));
+    let grpc = outcome(
+        async {
+            let grpc = Client::connect(mesh.options_over(false, Transport::Grpc)).await?;
+            let figures = warm_profiled(&mut Caller::Client(&grpc), "echo", &payload, router).await;
+            grpc.close().await;
+            figures
+        }
+        .await,
+    );
+    progress(&format!("polis: {WARM_CALLS} warm calls to echo through a bare tonic RouterClient"));
+    let tonic = outcome(
+        async {
+            let record = MeshDir::open(&mesh.dir)?.current_router()?.context("no router is published")?;
+            let channel = polis_client::dial(&record).await?;
+            warm_profiled(&mut Caller::Tonic(RouterClient::new(channel)), "echo", &payload, router).await
+        }
+        .await,
+    );
+
     progress(&format!("polis: throughput, {CALLERS} callers for {THROUGHPUT_FOR:?}"));
-    let (throughput, rss_load) = throughput(&mesh, &payload, router).await?;
+    let load = throughput(&mesh, &payload, router, CALLERS, Transport::Frames, THROUGHPUT_FOR, false).await?;
+    progress(&format!("polis: throughput, {CALLERS} callers for {TRACED_LOAD_FOR:?} under strace"));
+    let traced_load =
+        throughput(&mesh, &payload, router, CALLERS, Transport::Frames, TRACED_LOAD_FOR, true).await?;
+    let load_profile = Profile {
+        calls: load.throughput.calls,
+        usage: load.usage,
+        traced_calls: traced_load.throughput.calls,
+        syscalls: traced_load.syscalls.unwrap_or_else(|| Err("not traced".into())),
+    };
+    progress(&format!("polis: throughput, {CALLERS_MANY} callers for {THROUGHPUT_FOR:?}"));
+    let many =
+        throughput(&mesh, &payload, router, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
+    progress(&format!("polis: throughput over gRPC, {CALLERS} callers for {THROUGHPUT_FOR:?}"));
+    let throughput_grpc = outcome(
+        throughput(&mesh, &payload, router, CALLERS, Transport::Grpc, THROUGHPUT_FOR, false)
+            .await
+            .map(|l| l.throughput),
+    );
     client.close().await;
     mesh.stop().await?;
-    Ok(Warm { frames, jsonrpc, throughput, rss_idle, rss_load })
+    Ok(Warm {
+        frames,
+        frames_profile,
+        jsonrpc,
+        grpc,
+        tonic,
+        throughput: load.throughput,
+        load_profile,
+        throughput_many: many.throughput,
+        throughput_grpc,
+        rss_idle,
+        rss_load: load.peak_rss.max(many.peak_rss),
+    })
+}
+
+/// A router started with `RUNTIME_ENV=multi-thread`: warm calls and
+/// throughput, as for the default one. The router reads the knob only in a
+/// build that has it; its thread count says whether it did.
+async fn multi_thread(bins: &setup::Polis) -> anyhow::Result<Flavour> {
+    let mesh = TempMesh::new(bins)?;
+    let mut router = Candidate::spawn_with(&mesh, false, 0, &[(RUNTIME_ENV, "multi-thread")])?;
+    let figures = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mesh.router_pid().ok() != Some(router.pid()) {
+            ensure!(Instant::now() < deadline, "the router did not publish itself within 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let pid = router.pid();
+        let payload = Bytes::from(json_payload(PAYLOAD));
+        let client = Client::connect(mesh.options(false)).await?;
+        echo(&client, "echo", &payload, Some(STEP)).await.context("the first call")?;
+        let (warm, warm_profile) = warm_profiled(&mut Caller::Client(&client), "echo", &payload, pid).await?;
+        let threads = Usage::of(pid)?.threads;
+        let load =
+            throughput(&mesh, &payload, pid, CALLERS, Transport::Frames, THROUGHPUT_FOR, false).await?;
+        let many =
+            throughput(&mesh, &payload, pid, CALLERS_MANY, Transport::Frames, THROUGHPUT_FOR, false).await?;
+        client.close().await;
+        anyhow::Ok(Flavour {
+            threads,
+            warm,
+            warm_profile,
+            throughput: load.throughput,
+            load_usage: load.usage,
+            throughput_many: many.throughput,
+        })
+    }
+    .await;
+    mesh.stop().await?;
+    router.child.wait().await?;
+    figures
 }
 
 /// Warm calls with the client, the router and the module all on CPU 0.
@@ -204,23 +432,45 @@ async fn warm_one_cpu(bins: &setup::Polis) -> anyhow::Result<Samples> {
     let payload = Bytes::from(json_payload(PAYLOAD));
     // The router launched now, and the module it starts, inherit the pin.
     let client = Client::connect(mesh.options(true)).await.context("cannot connect to polis")?;
-    let samples = warm(&client, "echo", &payload).await;
+    let samples = warm(&mut Caller::Client(&client), "echo", &payload).await;
     client.close().await;
     mesh.stop().await?;
     samples
 }
 
-/// `CALLERS` frontends (each its own `Client`: session and connection)
-/// calling in a loop; also the router's peak VmRSS meanwhile.
-async fn throughput(mesh: &TempMesh, payload: &Bytes, router: u32) -> anyhow::Result<(Throughput, u64)> {
+/// What one throughput run gave.
+struct Load {
+    throughput: Throughput,
+    /// The router's peak VmRSS meanwhile (KiB).
+    peak_rss: u64,
+    /// The router's CPU and context switches over the run.
+    usage: Usage,
+    /// Its syscalls, when traced.
+    syscalls: Option<Outcome<Syscalls>>,
+}
+
+/// `callers` frontends (each its own `Client`: session and connection)
+/// calling in a loop for `time`; with `trace`, strace counts the router's
+/// syscalls over the calling (not over the connecting).
+async fn throughput(
+    mesh: &TempMesh,
+    payload: &Bytes,
+    router: u32,
+    callers: usize,
+    transport: Transport,
+    time: Duration,
+    trace: bool,
+) -> anyhow::Result<Load> {
     let mut clients = Vec::new();
-    for _ in 0..CALLERS {
-        let client = Client::connect(mesh.options(false)).await?;
+    for _ in 0..callers {
+        let client = Client::connect(mesh.options_over(false, transport)).await?;
         echo(&client, "echo", payload, Some(STEP)).await?;
         clients.push(client);
     }
+    let strace = if trace { Some(outcome(Strace::attach(router))) } else { None };
+    let before = Usage::of(router)?;
     let start = Instant::now();
-    let deadline = start + THROUGHPUT_FOR;
+    let deadline = start + time;
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|client| {
@@ -243,15 +493,21 @@ async fn throughput(mesh: &TempMesh, payload: &Bytes, router: u32) -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut total = Throughput { calls: 0, errors: 0, elapsed: Duration::ZERO };
+    let mut clients = Vec::new();
     for task in tasks {
         let (calls, errors, client) = task.await?;
         total.calls += calls;
         total.errors += errors;
-        client.close().await;
+        clients.push(client);
     }
     total.elapsed = start.elapsed();
+    let usage = Usage::of(router)?.since(&before);
+    let syscalls = strace.map(|s| s.and_then(|s| outcome(s.finish())));
+    for client in clients {
+        client.close().await;
+    }
     ensure!(peak > 0, "could not read the router's VmRSS under load");
-    Ok((total, peak))
+    Ok(Load { throughput: total, peak_rss: peak, usage, syscalls })
 }
 
 /// Each run: a fresh mesh, `polis call echo echo PAYLOAD` (which launches
@@ -312,9 +568,13 @@ struct Candidate {
 
 impl Candidate {
     fn spawn(mesh: &TempMesh, standby: bool, n: usize) -> anyhow::Result<Self> {
+        Self::spawn_with(mesh, standby, n, &[])
+    }
+
+    fn spawn_with(mesh: &TempMesh, standby: bool, n: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let stdout = mesh.dir.with_file_name(format!("router-{n}.out"));
         let mut cmd = mesh.command(if standby { &["router", "--standby"] } else { &["router"] });
-        cmd.stdout(std::fs::File::create(&stdout)?).stderr(Stdio::null());
+        cmd.stdout(std::fs::File::create(&stdout)?).stderr(Stdio::null()).envs(env.iter().copied());
         Ok(Self { child: cmd.spawn()?, stdout })
     }
 

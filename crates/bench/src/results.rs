@@ -65,6 +65,12 @@ pub(crate) struct System {
     pub(crate) cold: Outcome<Cold>,
     pub(crate) rss_idle: Outcome<u64>,
     pub(crate) rss_load: Outcome<u64>,
+    /// Throughput with `CALLERS_MANY` callers.
+    pub(crate) throughput_many: Outcome<Throughput>,
+    /// The router over the warm calls.
+    pub(crate) warm_profile: Outcome<Profile>,
+    /// The router under the `CALLERS`-caller throughput load.
+    pub(crate) load_profile: Outcome<Profile>,
 }
 
 impl System {
@@ -77,7 +83,40 @@ impl System {
             throughput: Err(r.clone()),
             cold: Err(r.clone()),
             rss_idle: Err(r.clone()),
-            rss_load: Err(r),
+            rss_load: Err(r.clone()),
+            throughput_many: Err(r.clone()),
+            warm_profile: Err(r.clone()),
+            load_profile: Err(r),
         }
+    }
+}
+
+/// What the router (norgopolis-server) spent on a run of calls: CPU time
+/// and context switches over `calls` calls, and the syscalls strace counted
+/// over a second, separate run of `traced_calls` calls (strace slows every
+/// syscall, so the two are never taken together).
+#[derive(Debug, Clone)]
+pub(crate) struct Profile {
+    pub(crate) calls: u64,
+    pub(crate) usage: crate::procs::Usage,
+    pub(crate) traced_calls: u64,
+    pub(crate) syscalls: Outcome<crate::procs::Syscalls>,
+}
+
+impl Profile {
+    pub(crate) fn cpu_us(&self) -> f64 {
+        self.usage.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
+    }
+
+    pub(crate) fn ctx_switches(&self) -> f64 {
+        self.usage.ctx_switches as f64 / self.calls.max(1) as f64
+    }
+
+    /// `count(syscalls)` per traced call.
+    pub(crate) fn per_call(&self, count: impl Fn(&crate::procs::Syscalls) -> u64) -> Outcome<f64> {
+        self.syscalls
+            .as_ref()
+            .map(|s| count(s) as f64 / self.traced_calls.max(1) as f64)
+            .map_err(Clone::clone)
     }
 }
