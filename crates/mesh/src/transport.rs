@@ -1,11 +1,12 @@
-//! gRPC over a local socket: a Unix domain socket (a named pipe on Windows),
-//! through `interprocess`.
+//! Frame sessions and gRPC over a local socket: a Unix domain socket (a
+//! named pipe on Windows), through `interprocess`.
 //!
-//! [`LocalListener::incoming`] feeds tonic's `serve_with_incoming`;
+//! [`LocalListener::accept`] takes connections; [`sniff`] tells a frame
+//! session from gRPC by a connection's first bytes, so that both share one
+//! socket, and hands gRPC a connection for tonic's `serve_with_incoming`.
 //! [`connect_channel`] gives a tonic [`Channel`]. Each accepted connection
 //! carries its peer's credentials as [`PeerInfo`], which the router uses to
-//! refuse other users. [`sniff`] tells a frame session from gRPC by the
-//! first bytes of a connection, so that both share one socket.
+//! refuse other users.
 
 use std::{
     io,
@@ -20,7 +21,6 @@ use interprocess::local_socket::{
     tokio::{Listener, Stream, prelude::*},
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio_stream::Stream as AsyncStream;
 use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
 
 /// The credentials of a connected peer, read once at accept time.
@@ -66,49 +66,6 @@ impl LocalListener {
     pub async fn accept(&self) -> io::Result<LocalConn> {
         let stream = self.inner.accept().await?;
         Ok(LocalConn::new(stream))
-    }
-
-    /// The stream of connections, for `Server::serve_with_incoming`.
-    ///
-    /// Failed accepts are yielded, not fatal: tonic logs them and goes on.
-    /// The accept loop is a task owned by the stream: it stops when the
-    /// stream is dropped, and so does the listener.
-    pub fn incoming(self) -> impl AsyncStream<Item = io::Result<LocalConn>> + Send + 'static {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let accept_loop = async move {
-            loop {
-                let conn = self.accept().await;
-                if tx.send(conn).await.is_err() {
-                    break;
-                }
-            }
-        };
-        AcceptStream {
-            rx: tokio_stream::wrappers::ReceiverStream::new(rx),
-            _task: AbortOnDrop(tokio::spawn(accept_loop)),
-        }
-    }
-}
-
-/// Owns the accept task, so that dropping the stream stops accepting.
-struct AcceptStream {
-    rx: tokio_stream::wrappers::ReceiverStream<io::Result<LocalConn>>,
-    _task: AbortOnDrop,
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl AsyncStream for AcceptStream {
-    type Item = io::Result<LocalConn>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.rx).poll_next(cx)
     }
 }
 
@@ -301,7 +258,7 @@ mod tests {
     };
 
     #[tokio::test]
-    async fn tonic_serves_and_calls_over_a_local_socket() {
+    async fn a_bound_socket_is_private_and_outlives_its_listener() {
         let dir = tempfile::Builder::new().prefix("pm").tempdir_in("/tmp").unwrap();
         let path = dir.path().join("t.sock");
         let listener = bind(&path).unwrap();
@@ -312,17 +269,7 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "socket mode");
         }
-
-        let (reporter, service) = tonic_health::server::health_reporter();
-        reporter.set_service_status("polis", ServingStatus::Serving).await;
-        let server = tokio::spawn(
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming(listener.incoming()),
-        );
-
-        let mut client = HealthClient::new(connect_channel(&path).await.unwrap());
-        let reply = client.check(HealthCheckRequest { service: "polis".into() }).await.unwrap().into_inner();
-        assert_eq!(reply.status, health_check_response::ServingStatus::Serving as i32);
-        server.abort();
+        drop(listener);
         assert!(path.exists(), "the socket file is the caller's to remove");
     }
 
