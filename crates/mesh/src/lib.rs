@@ -47,6 +47,12 @@ pub mod pb {
                 Some(Kind::Goodbye(_)) => "Goodbye",
                 Some(Kind::Leaving(_)) => "RouterLeaving",
                 Some(Kind::Error(_)) => "Error",
+                Some(Kind::Publish(_)) => "Publish",
+                Some(Kind::Subscribe(_)) => "Subscribe",
+                Some(Kind::Unsubscribe(_)) => "Unsubscribe",
+                Some(Kind::Subscribed(_)) => "Subscribed",
+                Some(Kind::Event(_)) => "Event",
+                Some(Kind::Lagged(_)) => "Lagged",
                 None => "empty",
             }
         }
