@@ -233,8 +233,7 @@ impl Caller<'_> {
                         content_type: polis_mesh::JSON.into(),
                         data: payload.clone(),
                     }),
-                    timeout_ms: 0,
-                    caller: String::new(),
+                    ..Default::default()
                 };
                 let reply = router.call(request).await?.into_inner();
                 check(service, &reply.payload.map(|p| p.data).unwrap_or_default(), payload)

@@ -173,7 +173,7 @@ impl Call<'_> {
     async fn unary(&self, route: Route) -> Result<Bytes, ClientError> {
         match route {
             Route::Grpc(channel) => {
-                let reply = RouterClient::new(channel).call(self.grpc()).await?;
+                let reply = grpc_router(channel).call(self.grpc()).await?;
                 Ok(reply.into_inner().payload.map(|p| p.data).unwrap_or_default())
             }
             Route::Frames(conn) => {
@@ -192,7 +192,7 @@ impl Call<'_> {
     async fn stream(&self, route: Route) -> Result<CallStream, ClientError> {
         let items = match route {
             Route::Grpc(channel) => {
-                Items::Grpc(RouterClient::new(channel).call_stream(self.grpc()).await?.into_inner())
+                Items::Grpc(grpc_router(channel).call_stream(self.grpc()).await?.into_inner())
             }
             Route::Frames(conn) => Items::Frames {
                 items: conn.stream(self.frame(true))?,
@@ -214,6 +214,7 @@ impl Call<'_> {
             payload: Some(self.payload()),
             timeout_ms: self.timeout_ms(),
             caller: self.caller.into(),
+            ..Default::default()
         };
         let mut request = tonic::Request::new(call);
         if let Some(t) = self.timeout {
@@ -377,4 +378,10 @@ impl Caller {
     ) -> Result<CallStream, ClientError> {
         stream(self.route().await?, &self.name, service, method, payload, timeout).await
     }
+}
+
+/// The Router over gRPC, taking replies as large as a frame (tonic's
+/// default of 4 MiB would refuse a module's larger reply).
+fn grpc_router(channel: Channel) -> RouterClient<Channel> {
+    RouterClient::new(channel).max_decoding_message_size(polis_mesh::codec::DEFAULT_MAX_FRAME_LEN + 64 * 1024)
 }

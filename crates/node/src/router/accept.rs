@@ -1,6 +1,8 @@
 //! The door of `router.sock`: accepts connections and tells each one's
 //! protocol by its first bytes. A frame session is served here; anything
-//! else goes to tonic as gRPC, with the bytes read so far read again.
+//! else goes to tonic as gRPC, with the bytes read so far read again and
+//! any `:authority` that is not one rewritten (`authority.rs`), so stock
+//! grpcio and grpcurl get in.
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -9,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::frames::FrameDoor;
+use super::{authority::Fixed, frames::FrameDoor};
 
 /// How long a new connection has to send its first bytes.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,7 +25,7 @@ pub(crate) fn split(
     door: Arc<FrameDoor>,
     tracker: &TaskTracker,
     stop: CancellationToken,
-) -> ReceiverStream<io::Result<Rewound>> {
+) -> ReceiverStream<io::Result<Fixed<Rewound>>> {
     let (grpc, incoming) = mpsc::channel(16);
     let sessions = tracker.clone();
     tracker.spawn(async move {
@@ -48,7 +50,7 @@ pub(crate) fn split(
                 match opened {
                     Ok(Ok(Opened::Frames { conn, version })) => door.serve(conn, version).await,
                     Ok(Ok(Opened::Grpc(conn))) => {
-                        let _ = grpc.send(Ok(conn)).await;
+                        let _ = grpc.send(Ok(Fixed::new(conn))).await;
                     }
                     Ok(Err(e)) => tracing::debug!("a connection ended before its first bytes: {e}"),
                     Err(_) => tracing::debug!("a connection sent nothing within {SNIFF_TIMEOUT:?}; closed"),

@@ -10,8 +10,11 @@
 
 mod accept;
 mod admin;
+mod authority;
 mod calls;
 mod frames;
+mod json;
+mod limit;
 mod service;
 mod sessions;
 
@@ -88,7 +91,11 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         tracing::info!("collected {} dead node records", collected.len());
     }
 
-    let max_message = config.max_frame_len.saturating_add(64 * 1024);
+    // tonic's limits sit above the router's own (`limit.rs`), which
+    // answers RESOURCE_EXHAUSTED naming it; replies are never larger, as
+    // modules' frames are held to the frame limit.
+    let limit = limit::MessageLimit { max_frame: config.max_frame_len };
+    let max_message = limit.max_message().saturating_add(1);
     let host = Host::new(config, mesh.clone(), RouterIdentity { id: record.id, epoch: term.epoch() });
     let identity = pb::StatusReply {
         router_id: record.id.to_string(),
@@ -102,11 +109,17 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     health.set_serving::<RouterServer<service::RouterService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Reflection(e.to_string()))?;
+    health.set_serving::<AdminServer<admin::AdminService>>().await;
+    // Both versions of reflection: grpcurl before 1.8.8 and Python's
+    // grpcio-reflection ask v1alpha, newer tools v1.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha =
+        reflection().build_v1alpha().map_err(|e| Error::Reflection(e.to_string()))?;
+    let reflection = reflection().build_v1().map_err(|e| Error::Reflection(e.to_string()))?;
 
     let handover = CancellationToken::new();
     let leases = Leases::new();
@@ -144,10 +157,12 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     let door = std::sync::Arc::new(frames::FrameDoor { host: host.clone(), hub: hub.clone(), uid });
     let grpc = accept::split(listener, door, &tasks, stop_accepting.clone());
     let server = tonic::transport::Server::builder()
+        .layer(limit)
         .add_service(InterceptedService::new(router_service, check))
         .add_service(InterceptedService::new(admin_service, check))
         .add_service(InterceptedService::new(health_service, check))
         .add_service(InterceptedService::new(reflection, check))
+        .add_service(InterceptedService::new(reflection_v1alpha, check))
         .serve_with_incoming_shutdown(grpc, stop_accepting.clone().cancelled_owned());
     // Owned, not detached: an early return or a drain that times out must
     // not leave the server running after `serve` (a router hosted in a
@@ -172,6 +187,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     term.withdraw_record();
     leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
+    health.set_not_serving::<AdminServer<admin::AdminService>>().await;
     if handing_over {
         // The successor adopts the modules: they are let go, not stopped.
         host.release().await;
