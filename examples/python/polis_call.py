@@ -10,6 +10,7 @@ router BY NAME through the mesh directory (DESIGN.md section 4), exactly as the
                                                              one JSON value per line
     polis_call.py [--mesh-dir DIR] --health [SERVICE]        grpc.health.v1 check
     polis_call.py [--mesh-dir DIR] --resolve NAME            the live record for NAME
+    polis_call.py [--mesh-dir DIR] --list                    gRPC services, by reflection
 
 Examples:
 
@@ -25,9 +26,9 @@ This script does not start a router; run `polis router` (or any `polis call`,
 which launches one) first.
 
 Needs: Python 3.8+, grpcio and grpcio-tools (and grpcio-health-checking for
---health), e.g.
+--health, grpcio-reflection for --list), e.g.
 
-    python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1
+    python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
 
 The Python stubs are generated from the repository's .proto files each time the
 script runs (it takes a fraction of a second), so nothing generated is kept.
@@ -329,17 +330,10 @@ def load_stubs(proto_dir):
 # 4. gRPC.
 # --------------------------------------------------------------------------
 def open_channel(socket_path):
-    """An insecure (local, same-user) gRPC channel to the router's socket.
-
-    The "grpc.default_authority" option is required: without it grpcio
-    sends the socket path as the HTTP/2 :authority, which is not a valid
-    authority, and the router's HTTP/2 server resets every call (the error
-    is a puzzling INTERNAL "Received RST_STREAM").
-    """
-    return grpc.insecure_channel(
-        "unix:" + socket_path,
-        options=[("grpc.default_authority", "localhost")],
-    )
+    """An insecure (local, same-user) gRPC channel to the router's socket,
+    with grpcio's default options: the router accepts the socket path that
+    grpcio sends as the HTTP/2 :authority."""
+    return grpc.insecure_channel("unix:" + socket_path)
 
 
 def rpc_failure(error):
@@ -424,6 +418,29 @@ def health(mesh_dir, service, timeout_s):
     return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_REMOTE
 
 
+def list_services(mesh_dir):
+    """--list: the router's gRPC services, one per line, through server
+    reflection as grpcio-reflection's client speaks it (v1alpha)."""
+    try:
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+            ProtoReflectionDescriptorDatabase,
+        )
+    except ImportError:
+        raise Failure(
+            EXIT_REMOTE,
+            "grpcio-reflection is not installed; run: python3 -m pip install grpcio-reflection",
+        ) from None
+    socket_path = router_socket(mesh_dir)
+    with open_channel(socket_path) as channel:
+        try:
+            services = ProtoReflectionDescriptorDatabase(channel).get_services()
+        except grpc.RpcError as e:
+            raise rpc_failure(e) from None
+    for service in sorted(services):
+        print(service, flush=True)
+    return EXIT_OK
+
+
 def resolve_command(mesh_dir, name):
     """--resolve NAME: the live record as one line of JSON, like `polis resolve`."""
     record = resolve(mesh_dir, name)
@@ -461,14 +478,15 @@ def parse_args(argv):
     )
     mode.add_argument("--health", action="store_true", help="grpc.health.v1.Health/Check [SERVICE] and exit")
     mode.add_argument("--resolve", metavar="NAME", help="print the live record serving NAME and exit")
+    mode.add_argument("--list", action="store_true", help="list the router's gRPC services (reflection) and exit")
     parser.add_argument(
         "words", nargs="*", metavar="ARG", help="SERVICE METHOD [JSON]: what to call, and its params"
     )
     args = parser.parse_args(argv)
 
-    if args.resolve is not None:
+    if args.resolve is not None or args.list:
         if args.words:
-            parser.error("--resolve takes no other arguments")
+            parser.error("--resolve and --list take no other arguments")
     elif args.health:
         if len(args.words) > 1:
             parser.error("--health takes at most one SERVICE")
@@ -491,6 +509,8 @@ def main(argv=None):
                 EXIT_REMOTE,
                 "grpcio is not installed; run: python3 -m pip install grpcio grpcio-tools",
             )
+        if args.list:
+            return list_services(mesh_dir)
         if args.health:
             service = args.words[0] if args.words else ""
             timeout_s = args.timeout / 1000.0 if args.timeout else 5.0

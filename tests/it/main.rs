@@ -5,6 +5,7 @@ mod cli;
 mod election;
 mod frames;
 mod frontends;
+mod grpc;
 mod hardening;
 mod hermetic;
 mod meshdir;

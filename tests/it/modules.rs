@@ -42,8 +42,7 @@ fn request(service: &str, method: &str, params: serde_json::Value) -> pb::CallRe
             content_type: "application/json".into(),
             data: params.to_string().into(),
         }),
-        timeout_ms: 0,
-        caller: String::new(),
+        ..Default::default()
     }
 }
 

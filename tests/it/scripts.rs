@@ -89,6 +89,28 @@ fn the_grpc_health_service_answers_serving() {
     let (mesh, _router) = mesh_with_router();
     let health = script(&mesh, &["--health"]);
     assert_eq!(health.code(0).stdout().trim(), "SERVING", "{health}");
+    let admin = script(&mesh, &["--health", "polis.v1.Admin"]);
+    assert_eq!(admin.code(0).stdout().trim(), "SERVING", "{admin}");
+}
+
+/// grpcio-reflection's client speaks reflection v1alpha only.
+#[test]
+fn python_reflection_v1alpha_lists_the_services() {
+    let (mesh, _router) = mesh_with_router();
+    let list = script(&mesh, &["--list"]);
+    let stdout = list.code(0).stdout();
+    let services: Vec<&str> = stdout.lines().collect();
+    for want in ["grpc.health.v1.Health", "polis.v1.Admin", "polis.v1.Router"] {
+        assert!(services.contains(&want), "{want} missing\n{list}");
+    }
+}
+
+/// The script's channel has grpcio's default options (no authority
+/// override): grpcio sends the socket path as `:authority`.
+#[test]
+fn the_script_uses_grpcio_defaults() {
+    let source = std::fs::read_to_string(SCRIPT).expect("read the script");
+    assert!(!source.contains("default_authority"), "the script overrides the authority");
 }
 
 #[test]

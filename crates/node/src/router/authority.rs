@@ -78,7 +78,11 @@ impl<T: Connected> Connected for Fixed<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Fixed<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.out.is_empty() {
@@ -241,17 +245,24 @@ impl AuthorityFix {
         if kind == HEADERS {
             let mut rest = &buf[..];
             if flags & PADDED != 0 {
-                let (&pad, after) = rest.split_first().ok_or(Malformed("a HEADERS frame without its padding"))?;
+                let (&pad, after) =
+                    rest.split_first().ok_or(Malformed("a HEADERS frame without its padding"))?;
                 let keep = after.len().checked_sub(usize::from(pad)).ok_or(Malformed("padding too long"))?;
                 rest = &after[..keep];
             }
             let mut priority = None;
             if flags & PRIORITY != 0 {
-                let (p, after) = rest.split_first_chunk::<5>().ok_or(Malformed("a HEADERS frame cut short"))?;
+                let (p, after) =
+                    rest.split_first_chunk::<5>().ok_or(Malformed("a HEADERS frame cut short"))?;
                 priority = Some(*p);
                 rest = after;
             }
-            self.block = Some(Block { stream, end_stream: flags & END_STREAM != 0, priority, fragment: rest.to_vec() });
+            self.block = Some(Block {
+                stream,
+                end_stream: flags & END_STREAM != 0,
+                priority,
+                fragment: rest.to_vec(),
+            });
         } else {
             let block = self.block.as_mut().ok_or(Malformed("a CONTINUATION frame out of place"))?;
             if block.stream != stream {
@@ -300,7 +311,13 @@ fn emit(block: &Block, encoded: &[u8], out: &mut BytesMut) {
     while !rest.is_empty() {
         let (chunk, after) = rest.split_at(rest.len().min(MAX_FRAME));
         rest = after;
-        frame_head(out, chunk.len(), CONTINUATION, if rest.is_empty() { END_HEADERS } else { 0 }, block.stream);
+        frame_head(
+            out,
+            chunk.len(),
+            CONTINUATION,
+            if rest.is_empty() { END_HEADERS } else { 0 },
+            block.stream,
+        );
         out.extend_from_slice(chunk);
     }
 }
@@ -663,12 +680,12 @@ mod tests {
     #[test]
     fn hostile_blocks_are_errors_never_panics() {
         let bad: [&[u8]; 6] = [
-            &[0x3f],                            // a size update cut short
+            &[0x3f],                               // a size update cut short
             &[0x3f, 0xff, 0xff, 0xff, 0xff, 0x7f], // an integer too large
-            &[0xff, 0x00],                      // an index out of range
-            &[0x40, 0x05, b'a'],                // a string cut short
-            &[0x00, 0x81, 0xff, 0x00],          // a bad Huffman string
-            &[0x3f, 0xe2, 0x1f],                // a table larger than allowed
+            &[0xff, 0x00],                         // an index out of range
+            &[0x40, 0x05, b'a'],                   // a string cut short
+            &[0x00, 0x81, 0xff, 0x00],             // a bad Huffman string
+            &[0x3f, 0xe2, 0x1f],                   // a table larger than allowed
         ];
         for block in bad {
             let mut input = PREFACE.to_vec();

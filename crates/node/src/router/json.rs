@@ -28,7 +28,9 @@ fn to_json(value: Value) -> Result<Json, Status> {
             Number::from_f64(n)
                 .ok_or_else(|| Status::invalid_argument(format!("params hold {n}, which JSON cannot say")))?,
         ),
-        Some(Kind::ListValue(list)) => Json::Array(list.values.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        Some(Kind::ListValue(list)) => {
+            Json::Array(list.values.into_iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         Some(Kind::StructValue(s)) => Json::Object(
             s.fields.into_iter().map(|(k, v)| Ok((k, to_json(v)?))).collect::<Result<Map<_, _>, Status>>()?,
         ),
@@ -50,7 +52,9 @@ fn from_json(json: Json) -> Value {
         Json::Bool(b) => Kind::BoolValue(b),
         Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
         Json::String(s) => Kind::StringValue(s),
-        Json::Array(items) => Kind::ListValue(ListValue { values: items.into_iter().map(from_json).collect() }),
+        Json::Array(items) => {
+            Kind::ListValue(ListValue { values: items.into_iter().map(from_json).collect() })
+        }
         Json::Object(fields) => {
             Kind::StructValue(Struct { fields: fields.into_iter().map(|(k, v)| (k, from_json(v))).collect() })
         }

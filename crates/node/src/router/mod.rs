@@ -117,8 +117,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1alpha =
-        reflection().build_v1alpha().map_err(|e| Error::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Reflection(e.to_string()))?;
     let reflection = reflection().build_v1().map_err(|e| Error::Reflection(e.to_string()))?;
 
     let handover = CancellationToken::new();

@@ -39,15 +39,12 @@ fn spec(request: Request<pb::CallRequest>) -> Result<(CallSpec, bool), Status> {
     let in_json = req.payload.is_none();
     let payload = match (req.payload, req.params) {
         (Some(_), Some(_)) => {
-            return Err(Status::invalid_argument(
-                "a call has its params as payload or as params, not both",
-            ));
+            return Err(Status::invalid_argument("a call has its params as payload or as params, not both"));
         }
         (Some(payload), None) => payload,
-        (None, Some(params)) => pb::Payload {
-            content_type: polis_mesh::JSON.into(),
-            data: json::params_text(params)?.into(),
-        },
+        (None, Some(params)) => {
+            pb::Payload { content_type: polis_mesh::JSON.into(), data: json::params_text(params)?.into() }
+        }
         (None, None) => pb::Payload::default(),
     };
     let timeout_ms = match (req.timeout_ms, deadline) {
@@ -88,7 +85,10 @@ fn grpc_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 /// (unless the module answered something else), the payload otherwise.
 fn reply(payload: pb::Payload, in_json: bool) -> pb::CallReply {
     let is_json = payload.content_type.is_empty() || payload.content_type == polis_mesh::JSON;
-    if in_json && is_json && let Some(result) = json::result_value(&payload.data) {
+    if in_json
+        && is_json
+        && let Some(result) = json::result_value(&payload.data)
+    {
         return pb::CallReply { payload: None, result: Some(result) };
     }
     pb::CallReply { payload: Some(payload), result: None }
