@@ -10,7 +10,7 @@
 
 mod accept;
 mod admin;
-mod calls;
+pub(crate) mod calls;
 mod frames;
 mod service;
 mod sessions;
