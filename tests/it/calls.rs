@@ -124,7 +124,10 @@ fn a_call_not_in_the_manifest_is_refused_and_the_module_keeps_serving() {
     // A module that lists nothing may call nothing.
     let run = call(&mesh, "b", "relay", json!({"service": "a", "method": "ping"}));
     assert!(run.stderr().contains("PERMISSION_DENIED: module \"b\" may not call \"a\""), "{run}");
-    assert_eq!(call(&mesh, "a", "relay", json!({"service": "b", "method": "ping"})).code(0).json(), json!("pong"));
+    assert_eq!(
+        call(&mesh, "a", "relay", json!({"service": "b", "method": "ping"})).code(0).json(),
+        json!("pong")
+    );
     assert_eq!(call(&mesh, "a", "ping", json!(null)).code(0).json(), json!("pong"));
 }
 
@@ -177,5 +180,8 @@ fn bad_calls_from_a_jsonrpc_module_are_answered_and_it_keeps_serving() {
     // A cancel and a reply for ids nobody knows are ignored.
     assert_eq!(call(&mesh, "p", "junk", json!(null)).code(0).json(), json!("ok"));
     assert_eq!(call(&mesh, "p", "ping", json!(null)).code(0).json(), json!("pong"));
-    assert_eq!(call(&mesh, "p", "relay", json!({"call": {"service": "a", "method": "ping"}})).code(0).json(), json!("pong"));
+    assert_eq!(
+        call(&mesh, "p", "relay", json!({"call": {"service": "a", "method": "ping"}})).code(0).json(),
+        json!("pong")
+    );
 }

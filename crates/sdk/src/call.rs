@@ -101,7 +101,12 @@ impl Call {
     ///     Ok(format!("hello, {name}"))
     /// });
     /// ```
-    pub async fn call(&self, service: &str, method: &str, params: impl Serialize) -> Result<Value, ModuleError> {
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Value, ModuleError> {
         self.outgoing.start(self.id, service, method, params, false).await?.value().await
     }
 

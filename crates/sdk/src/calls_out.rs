@@ -138,7 +138,8 @@ impl Drop for CallStream {
         if self.done {
             return;
         }
-        let in_flight = self.outgoing.calls.lock().expect("outgoing calls poisoned").remove(&self.id).is_some();
+        let in_flight =
+            self.outgoing.calls.lock().expect("outgoing calls poisoned").remove(&self.id).is_some();
         if in_flight {
             let cancel = Frame { kind: Some(Kind::Cancel(Cancel { id: self.id })) };
             // Never lost to a full outbox: then it waits its turn in a task.

@@ -140,7 +140,8 @@ mod tests {
         assert_eq!((r.id, r.service.as_str(), r.method.as_str()), (7, "echo", "echo"));
         assert_eq!((r.timeout_ms, r.stream, r.parent), (250, true, 3));
         assert_eq!(&r.payload.unwrap().data[..], br#"{"a":1}"#);
-        let r = request_of(r#"{"jsonrpc":"2.0","id":8,"method":"$/call","params":{"service":"s","method":"m"}}"#);
+        let r =
+            request_of(r#"{"jsonrpc":"2.0","id":8,"method":"$/call","params":{"service":"s","method":"m"}}"#);
         assert_eq!((r.timeout_ms, r.stream, r.parent), (0, false, 0));
     }
 
@@ -148,9 +149,18 @@ mod tests {
     fn bad_call_fields_are_named() {
         let cases = [
             (r#"{"jsonrpc":"2.0","id":1,"method":"$/call"}"#, "\"params\" must be an object"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"method":"m"}}"#, "\"service\" is missing"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"service":5,"method":"m"}}"#, "\"service\" must be a string"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"service":"s"}}"#, "\"method\" is missing"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"method":"m"}}"#,
+                "\"service\" is missing",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"service":5,"method":"m"}}"#,
+                "\"service\" must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"service":"s"}}"#,
+                "\"method\" is missing",
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"$/call","params":{"service":"s","method":"m","timeout_ms":-1}}"#,
                 "\"timeout_ms\" must be a non-negative integer",
@@ -170,7 +180,8 @@ mod tests {
 
     #[test]
     fn a_cancel_becomes_a_cancel() {
-        let frame = decode_line(r#"{"jsonrpc":"2.0","method":"$/cancel","params":{"id":4}}"#).unwrap().unwrap();
+        let frame =
+            decode_line(r#"{"jsonrpc":"2.0","method":"$/cancel","params":{"id":4}}"#).unwrap().unwrap();
         assert!(matches!(frame.kind, Some(Kind::Cancel(pb::Cancel { id: 4 }))));
         assert!(decode_line(r#"{"jsonrpc":"2.0","method":"$/cancel","params":{}}"#).unwrap().is_none());
     }
@@ -178,10 +189,16 @@ mod tests {
     #[test]
     fn replies_become_responses() {
         let payload = |data: &'static [u8]| {
-            Some(Outcome::Payload(pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(data) }))
+            Some(Outcome::Payload(pb::Payload {
+                content_type: polis_mesh::JSON.into(),
+                data: Bytes::from_static(data),
+            }))
         };
         let item = response(&pb::Reply { id: 2, outcome: payload(b"[1]"), more: true });
-        assert_eq!(item, serde_json::json!({"jsonrpc":"2.0","method":"$/item","params":{"id":2,"value":[1]}}));
+        assert_eq!(
+            item,
+            serde_json::json!({"jsonrpc":"2.0","method":"$/item","params":{"id":2,"value":[1]}})
+        );
         let end = response(&pb::Reply { id: 2, outcome: payload(b"{\"a\":1}"), more: false });
         assert_eq!(end, serde_json::json!({"jsonrpc":"2.0","id":2,"result":{"a":1}}));
         let error = pb::Error { code: Code::InvalidArgument as i32, message: "bad".into() };
