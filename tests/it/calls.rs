@@ -147,9 +147,13 @@ fn a_module_calling_itself_without_end_hits_the_chain_limit() {
 #[test]
 fn a_deadline_that_expires_mid_chain_cancels_the_innermost_call() {
     let (mesh, _router) = mesh_of(&[("a", "calls = [\"b\"]"), ("b", "calls = [\"c\"]")], &[("c", "")]);
+    // Loaded first, so that the deadline finds the call in c, not on its way.
+    for name in ["a", "b", "c"] {
+        call(&mesh, name, "ping", json!(null)).code(0);
+    }
     let inner = json!({"service": "c", "method": "wait"});
     let params = json!({"service": "b", "method": "relay", "params": inner});
-    let run = mesh.run(&["call", "--timeout", "1500", "a", "relay", &params.to_string()]);
+    let run = mesh.run(&["call", "--timeout", "3000", "a", "relay", &params.to_string()]);
     assert_ne!(run.status().code(), Some(0), "{run}");
     assert!(run.stderr().contains("DEADLINE_EXCEEDED"), "{run}");
     let cancelled = mesh.wait_for("c to be cancelled", || recorded(&mesh, "c", "cancels"));
