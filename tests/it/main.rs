@@ -1,6 +1,7 @@
 //! Integration tests: the real `polis` binary, real processes, real locks
 //! and sockets, each test in its own temp mesh directory.
 
+mod calls;
 mod cli;
 mod election;
 mod frames;

@@ -232,6 +232,7 @@ impl Call<'_> {
             timeout_ms: self.timeout_ms(),
             service: self.service.into(),
             stream,
+            ..Default::default()
         }
     }
 }

@@ -51,6 +51,19 @@ pub struct Dependency {
     pub req: semver::VersionReq,
 }
 
+/// The services a module may call besides its `depends` (`calls = [...]`
+/// or `calls = "*"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Calls {
+    /// Only these (none when the key is absent).
+    #[default]
+    None,
+    /// These services, by name.
+    Some(Vec<String>),
+    /// Any service (`calls = "*"`).
+    Any,
+}
+
 /// A validated `module.toml`.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -68,6 +81,8 @@ pub struct Manifest {
     pub protocol: Protocol,
     /// What it needs running first.
     pub depends: Vec<Dependency>,
+    /// Whom else it may call (`calls`).
+    pub calls: Calls,
     /// Whether the router starts it when the router starts.
     pub autostart: bool,
     /// What happens when it exits.
@@ -81,6 +96,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Whether this module may call `service`: one of its `depends`, or
+    /// allowed by its `calls`.
+    pub fn may_call(&self, service: &str) -> bool {
+        self.depends.iter().any(|d| d.name == service)
+            || match &self.calls {
+                Calls::None => false,
+                Calls::Some(names) => names.iter().any(|n| n == service),
+                Calls::Any => true,
+            }
+    }
+
     /// The manifest's directory: relative `exec` paths and the module's
     /// working directory start here.
     pub fn dir(&self) -> &Path {
@@ -124,6 +150,8 @@ struct RawManifest {
     protocol: String,
     #[serde(default)]
     depends: Vec<String>,
+    #[serde(default)]
+    calls: Option<toml::Value>,
     #[serde(default)]
     autostart: bool,
     #[serde(default = "default_restart")]
@@ -194,6 +222,7 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     };
     let depends =
         raw.depends.iter().map(|d| parse_dependency(d)).collect::<Result<_, _>>().map_err(&invalid)?;
+    let calls = parse_calls(raw.calls.as_ref()).map_err(&invalid)?;
     let exec = dir.join(&raw.exec);
     check_executable(&exec).map_err(&invalid)?;
     let config = serde_json::to_value(&raw.config).map_err(|e| invalid(format!("[config]: {e}")))?;
@@ -206,6 +235,7 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         args: raw.args,
         protocol,
         depends,
+        calls,
         autostart: raw.autostart,
         restart,
         env: raw.env,
@@ -225,6 +255,24 @@ fn parse_dependency(spec: &str) -> Result<Dependency, String> {
     let req = semver::VersionReq::parse(req.trim())
         .map_err(|e| format!("depends {spec:?}: bad version requirement ({e})"))?;
     Ok(Dependency { name: name.to_owned(), req })
+}
+
+fn parse_calls(value: Option<&toml::Value>) -> Result<Calls, String> {
+    let wrong = || "calls must be \"*\" or a list of service names, like calls = [\"store\"]".to_owned();
+    match value {
+        None => Ok(Calls::None),
+        Some(toml::Value::String(s)) if s == "*" => Ok(Calls::Any),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let name = item.as_str().ok_or_else(wrong)?;
+                validate_name(name).map_err(|e| format!("calls {name:?}: {e}"))?;
+                Ok(name.to_owned())
+            })
+            .collect::<Result<_, String>>()
+            .map(Calls::Some),
+        Some(_) => Err(wrong()),
+    }
 }
 
 fn check_executable(exec: &Path) -> Result<(), String> {

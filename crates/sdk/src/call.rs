@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Code, json_payload};
+use super::{Code, calls_out::Outgoing, json_payload};
+use crate::CallStream;
 
 /// One call to a method: its parameters, who made it, and whether it is
 /// still wanted.
@@ -22,6 +23,8 @@ pub struct Call {
     pub(super) config: Arc<Value>,
     pub(super) deadline: Option<Instant>,
     pub(super) cancel: CancellationToken,
+    /// This link's own calls to other services.
+    pub(super) outgoing: Arc<Outgoing>,
 }
 
 impl Call {
@@ -82,6 +85,41 @@ impl Call {
     /// Whether the call was cancelled or its deadline has passed.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled() || self.deadline.is_some_and(|deadline| deadline <= Instant::now())
+    }
+
+    /// Calls `method` of another service and waits for its answer (a
+    /// stream's last item), while this call is being served. The router
+    /// routes it as a frontend's call, but checks that this module's
+    /// `module.toml` lists `service` in `depends` or `calls`; it inherits
+    /// what this call has left of its deadline, and is cancelled when this
+    /// call ends or is cancelled.
+    ///
+    /// ```no_run
+    /// # use polis_sdk::{Call, Module};
+    /// Module::new("greeter", "0.1.0").method("greet", |call: Call| async move {
+    ///     let name = call.call("names", "pick", serde_json::json!({})).await?;
+    ///     Ok(format!("hello, {name}"))
+    /// });
+    /// ```
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<Value, ModuleError> {
+        self.outgoing.start(self.id, service, method, params, false).await?.value().await
+    }
+
+    /// Calls a streaming `method` of another service: its items, one by
+    /// one, as [`CallStream::next`] yields them. Dropping the stream
+    /// cancels the call. Otherwise as [`Call::call`].
+    pub async fn call_stream(
+        &self,
+        service: &str,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<CallStream, ModuleError> {
+        self.outgoing.start(self.id, service, method, params, true).await
     }
 
     /// All parameters, deserialized as a `T`.

@@ -60,6 +60,7 @@
 
 mod bridge;
 mod call;
+mod calls_out;
 mod links;
 mod session;
 mod stdio;
@@ -74,6 +75,7 @@ use polis_mesh::pb::Payload;
 use serde::Serialize;
 
 pub use call::{Call, Items, ModuleError};
+pub use calls_out::CallStream;
 /// gRPC status codes, for [`ModuleError::new`].
 pub use tonic::Code;
 

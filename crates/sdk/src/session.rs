@@ -25,6 +25,7 @@ use tokio_util::{
 use crate::{
     Handler, LinkError, Module, OUTBOX,
     call::{Call, Items, ModuleError, final_reply},
+    calls_out::Outgoing,
 };
 
 /// How one link ended.
@@ -98,6 +99,8 @@ pub(crate) struct Session {
     requests: TaskTracker,
     /// Tokens of the requests in flight, by id; never held across `.await`.
     in_flight: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    /// The module's own calls, whose replies come back on this link.
+    outgoing: Arc<Outgoing>,
 }
 
 impl Session {
@@ -112,13 +115,14 @@ impl Session {
         Self {
             module,
             config,
-            tx,
             writer: AbortOnDropHandle::new(tokio::spawn(task)),
             writer_done,
             lost,
             stop: CancellationToken::new(),
             requests: TaskTracker::new(),
             in_flight: Arc::default(),
+            outgoing: Outgoing::new(tx.clone()),
+            tx,
         }
     }
 
@@ -132,6 +136,8 @@ impl Session {
             match frame {
                 Ok(Some(Frame { kind: Some(Kind::Request(request)) })) => self.start_request(request),
                 Ok(Some(Frame { kind: Some(Kind::Cancel(cancel)) })) => self.cancel(cancel.id),
+                // The answer to one of the module's own calls.
+                Ok(Some(Frame { kind: Some(Kind::Reply(reply)) })) => self.outgoing.dispatch(reply),
                 Ok(Some(Frame { kind: Some(Kind::Shutdown(shutdown)) })) => {
                     return End::Shutdown(Duration::from_millis(shutdown.grace_ms.into()));
                 }
@@ -160,6 +166,7 @@ impl Session {
                         let _ = self.tx.send(final_reply(request.id, Err(refusal))).await;
                     }
                     Ok(Some(Frame { kind: Some(Kind::Cancel(cancel)) })) => self.cancel(cancel.id),
+                    Ok(Some(Frame { kind: Some(Kind::Reply(reply)) })) => self.outgoing.dispatch(reply),
                     Ok(Some(Frame { kind: Some(Kind::Shutdown(_)) })) => {}
                     Ok(Some(other)) => self.ignore(&other),
                     // The router may close our input after Shutdown; the grace still holds.
@@ -172,6 +179,7 @@ impl Session {
     /// Drops every handler still running, writes what is queued and stops
     /// the writer.
     pub(crate) async fn close(self) {
+        self.outgoing.close();
         self.stop.cancel();
         self.requests.close();
         self.requests.wait().await;
@@ -208,6 +216,7 @@ impl Session {
             config: self.config.clone(),
             deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms)),
             cancel: token.clone(),
+            outgoing: self.outgoing.clone(),
         };
         let items = Items { id, tx: self.tx.clone() };
         let tx = self.tx.clone();

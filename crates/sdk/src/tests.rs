@@ -497,3 +497,86 @@ fn json_errors_are_invalid_argument() {
     assert!(err.message().starts_with("invalid parameters: invalid type"), "{}", err.message());
     assert_eq!(ModuleError::new(Code::NotFound, "gone"), ModuleError::new(5, "gone"));
 }
+
+/// A module whose `relay` calls `other.echo` with its params, and whose
+/// `relay_stream` streams `other.stream`.
+fn relaying_module() -> Module {
+    Module::new("test", "1.2.3")
+        .method("relay", |call: Call| async move { call.call("other", "echo", call.params().clone()).await })
+        .stream("relay_stream", |call: Call, items: Items| async move {
+            let mut stream = call.call_stream("other", "stream", Value::Null).await?;
+            while let Some(item) = stream.next().await {
+                items.send(item?).await?;
+            }
+            Ok(())
+        })
+}
+
+/// The module's own request, the next frame it sends.
+async fn own_request(router: &mut Router) -> Request {
+    match router.recv().await {
+        Frame { kind: Some(Kind::Request(request)) } => request,
+        other => panic!("expected the module's Request, got {other:?}"),
+    }
+}
+
+fn json_reply(id: u64, value: Value, more: bool) -> Kind {
+    let payload =
+        Payload { content_type: polis_mesh::JSON.into(), data: serde_json::to_vec(&value).unwrap().into() };
+    Kind::Reply(Reply { id, outcome: Some(Outcome::Payload(payload)), more })
+}
+
+#[tokio::test]
+async fn a_handler_calls_another_service_on_the_same_link() {
+    let (mut router, _) = Router::welcome(relaying_module(), "").await;
+    router.request(7, "relay", json!({"x": 1})).await;
+    let request = own_request(&mut router).await;
+    assert_eq!((request.service.as_str(), request.method.as_str()), ("other", "echo"));
+    assert_eq!(request.parent, 7, "the call says which request it serves");
+    assert!(!request.stream);
+    // A stray reply and cancel for ids not in flight change nothing.
+    router.send(json_reply(request.id + 100, json!("stray"), false)).await;
+    router.send(Kind::Cancel(Cancel { id: 12345 })).await;
+    router.send(json_reply(request.id, json!({"echoed": true}), false)).await;
+    let reply = router.reply().await;
+    assert_eq!((reply.id, value(&reply)), (7, json!({"echoed": true})));
+}
+
+#[tokio::test]
+async fn a_handler_streams_from_another_service() {
+    let (mut router, _) = Router::welcome(relaying_module(), "").await;
+    router.request(3, "relay_stream", Value::Null).await;
+    let request = own_request(&mut router).await;
+    assert!(request.stream);
+    router.send(json_reply(request.id, json!(1), true)).await;
+    router.send(json_reply(request.id, json!(2), false)).await;
+    let items: Vec<Value> = [router.reply().await, router.reply().await].iter().map(value).collect();
+    assert_eq!(items, [json!(1), json!(2)]);
+    let end = router.reply().await;
+    assert_eq!((end.id, end.more, end.outcome), (3, false, None));
+}
+
+#[tokio::test]
+async fn cancelling_the_handler_cancels_its_own_call() {
+    let (mut router, _) = Router::welcome(relaying_module(), "").await;
+    router.request(5, "relay", Value::Null).await;
+    let request = own_request(&mut router).await;
+    router.send(Kind::Cancel(Cancel { id: 5 })).await;
+    match router.recv().await {
+        Frame { kind: Some(Kind::Cancel(cancel)) } => assert_eq!(cancel.id, request.id),
+        other => panic!("expected Cancel of the module's call, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_error_from_the_callee_is_the_handlers_error() {
+    let (mut router, _) = Router::welcome(relaying_module(), "").await;
+    router.request(9, "relay", Value::Null).await;
+    let request = own_request(&mut router).await;
+    let denied = polis_mesh::pb::Error { code: Code::PermissionDenied as i32, message: "may not".into() };
+    router
+        .send(Kind::Reply(Reply { id: request.id, outcome: Some(Outcome::Error(denied)), more: false }))
+        .await;
+    let (code, message) = error(&router.reply().await);
+    assert_eq!((code, message.as_str()), (Code::PermissionDenied as i32, "may not"));
+}

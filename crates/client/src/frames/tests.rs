@@ -107,6 +107,7 @@ fn request(service: &str, method: &str, data: &'static [u8], stream: bool) -> pb
         timeout_ms: 0,
         service: service.into(),
         stream,
+        ..Default::default()
     }
 }
 

@@ -6,12 +6,14 @@ use std::{
     path::PathBuf,
     process::ExitStatus,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
+
+use tokio::time::Instant;
 
 use polis_discovery::{Discovery, MeshDir};
 use polis_mesh::pb::{self, Frame, frame::Kind, reply::Outcome};
@@ -21,10 +23,12 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use super::{
+    Host,
     link::{LinkReader, LinkWriter},
+    outgoing::{Outgoing, Parent},
     spawn::{self, ChildProcess},
 };
-use crate::manifest::Protocol;
+use crate::manifest::{Manifest, Protocol};
 
 /// Calls in flight on one module before new ones are refused.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -43,6 +47,14 @@ pub(crate) enum Item {
 
 type Replies = mpsc::UnboundedSender<Result<Item, Status>>;
 
+/// A call in flight to the module: where its answer goes, and what a call
+/// the module makes while serving it inherits.
+struct InFlight {
+    replies: Replies,
+    depth: u32,
+    deadline: Option<Instant>,
+}
+
 /// A running module process and its link.
 pub(crate) struct Instance {
     pub(crate) name: String,
@@ -56,7 +68,7 @@ pub(crate) struct Instance {
     cancels: Arc<Cancels>,
     // std Mutex: held only to insert or remove, never across an await.
     // Requests are queued on `outbound` under it, so they go out in id order.
-    pending: Mutex<HashMap<u64, Replies>>,
+    pending: Mutex<HashMap<u64, InFlight>>,
     next_id: AtomicU64,
     pub(crate) calls: AtomicU64,
     /// Set before a planned stop, so the exit is not counted as a crash.
@@ -69,6 +81,12 @@ pub(crate) struct Instance {
     /// Cancelled once the link is over and the process reaped.
     closed: CancellationToken,
     exit: OnceLock<Exit>,
+    /// The host, for the module's own calls (held weakly: the host holds us).
+    pub(super) host: Weak<Host>,
+    /// The manifest the module was started from, if any: whom it may call.
+    pub(super) manifest: Option<Manifest>,
+    /// The module's own calls in flight.
+    pub(super) outgoing: Outgoing,
 }
 
 /// How an instance ended.
@@ -96,6 +114,8 @@ pub(crate) struct Parts {
     pub(crate) reader: LinkReader,
     pub(crate) writer: LinkWriter,
     pub(crate) log: PathBuf,
+    pub(crate) host: Weak<Host>,
+    pub(crate) manifest: Option<Manifest>,
 }
 
 /// The process behind a link.
@@ -140,6 +160,9 @@ impl Instance {
             release: CancellationToken::new(),
             closed: CancellationToken::new(),
             exit: OnceLock::new(),
+            host: parts.host,
+            manifest: parts.manifest,
+            outgoing: Outgoing::default(),
         });
         let stop_writing = instance.closed.clone();
         tracker.spawn(write_loop(
@@ -166,12 +189,25 @@ impl Instance {
 
     /// Sends a request; the answer arrives through the returned call.
     /// Dropping the call before its end cancels the request in the module.
+    #[cfg(test)]
     pub(crate) fn call(
         self: &Arc<Self>,
         method: String,
         payload: pb::Payload,
         timeout: Option<Duration>,
         caller: String,
+    ) -> Result<PendingCall, Status> {
+        self.call_at(method, payload, timeout, caller, 1)
+    }
+
+    /// [`Instance::call`] for a call `depth` deep in a chain of calls.
+    pub(crate) fn call_at(
+        self: &Arc<Self>,
+        method: String,
+        payload: pb::Payload,
+        timeout: Option<Duration>,
+        caller: String,
+        depth: u32,
     ) -> Result<PendingCall, Status> {
         if let Some(exit) = self.exit.get() {
             return Err(Status::unavailable(exit.reason.clone()));
@@ -186,8 +222,15 @@ impl Instance {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
-            let request =
-                pb::Request { id, method, payload: Some(payload), caller, timeout_ms, ..Default::default() };
+            let request = pb::Request {
+                id,
+                method,
+                payload: Some(payload),
+                caller,
+                timeout_ms,
+                depth,
+                ..Default::default()
+            };
             match self.outbound.try_send(Frame { kind: Some(Kind::Request(request)) }) {
                 Ok(()) => {}
                 // A module slower to read its requests than callers send
@@ -197,7 +240,8 @@ impl Instance {
                     return Err(Status::unavailable(format!("module {} is not accepting calls", self.name)));
                 }
             }
-            pending.insert(id, tx);
+            let deadline = timeout.map(|t| Instant::now() + t);
+            pending.insert(id, InFlight { replies: tx, depth, deadline });
             id
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -232,12 +276,32 @@ impl Instance {
         self.closed.cancelled().await;
     }
 
-    /// Routes a frame from the module to the call waiting for it.
-    fn dispatch(&self, frame: Frame) {
-        let Some(Kind::Reply(reply)) = frame.kind else {
-            tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name);
-            return;
-        };
+    /// Queues a frame for the module (a reply to one of its own calls),
+    /// waiting while its outbox is full.
+    pub(super) async fn send(&self, frame: Frame) -> Result<(), ()> {
+        self.outbound.send(frame).await.map_err(|_| ())
+    }
+
+    /// What a call the module makes while serving request `id` inherits;
+    /// `None` once that request has ended.
+    pub(super) fn parent(&self, id: u64) -> Option<Parent> {
+        let pending = self.pending.lock().expect("pending lock");
+        pending.get(&id).map(|call| Parent { depth: call.depth, deadline: call.deadline })
+    }
+
+    /// Acts on a frame from the module.
+    fn dispatch(self: &Arc<Self>, frame: Frame) {
+        match frame.kind {
+            Some(Kind::Reply(reply)) => self.on_reply(reply),
+            // The module's own calls (see `outgoing`).
+            Some(Kind::Request(request)) => super::outgoing::request(self, request),
+            Some(Kind::Cancel(cancel)) => self.outgoing.cancel(cancel.id),
+            _ => tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name),
+        }
+    }
+
+    /// Routes a reply from the module to the call waiting for it.
+    fn on_reply(&self, reply: pb::Reply) {
         let item = match reply.outcome {
             Some(Outcome::Payload(p)) if reply.more => Ok(Item::Data(p)),
             Some(Outcome::Payload(p)) => Ok(Item::End(Some(p))),
@@ -251,15 +315,22 @@ impl Instance {
             None if reply.more => return,
             None => Ok(Item::End(None)),
         };
-        let mut pending = self.pending.lock().expect("pending lock");
-        let sender = if matches!(item, Ok(Item::Data(_))) {
-            pending.get(&reply.id).cloned()
-        } else {
-            pending.remove(&reply.id)
+        let ended = !matches!(item, Ok(Item::Data(_)));
+        let sender = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if ended {
+                pending.remove(&reply.id).map(|call| call.replies)
+            } else {
+                pending.get(&reply.id).map(|call| call.replies.clone())
+            }
         };
         // A reply to a call that was cancelled or timed out has nobody to go to.
         if let Some(sender) = sender {
             let _ = sender.send(item);
+            if ended {
+                // The calls the module made to serve it are no one's any more.
+                self.outgoing.end_parent(reply.id);
+            }
         }
     }
 
@@ -268,14 +339,20 @@ impl Instance {
         let reason = exit.reason.clone();
         let _ = self.exit.set(exit);
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
-        for (_, sender) in pending {
-            let _ = sender.send(Err(Status::unavailable(reason.clone())));
+        for (_, call) in pending {
+            let _ = call.replies.send(Err(Status::unavailable(reason.clone())));
         }
+        self.outgoing.end_all();
         self.closed.cancel();
     }
 
     fn forget(&self, id: u64) -> bool {
-        self.pending.lock().expect("pending lock").remove(&id).is_some()
+        let forgotten = self.pending.lock().expect("pending lock").remove(&id).is_some();
+        if forgotten {
+            // Cancelled or timed out: so are the calls the module made for it.
+            self.outgoing.end_parent(id);
+        }
+        forgotten
     }
 }
 

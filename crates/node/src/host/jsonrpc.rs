@@ -4,6 +4,12 @@
 //! The router's request ids are the JSON-RPC ids; `initialize` uses id 0,
 //! which calls never do. A streamed item is a `$/item` notification; a
 //! final `null` result after items ends the stream without another item.
+//!
+//! A module's own calls are `$/call` requests (and `$/cancel` notifications
+//! naming their id) from the module; the router answers them with responses
+//! (and `$/item` notifications) of the same id. The two directions' ids
+//! never clash: a line with `method` is a request, one without a response,
+//! whichever side sends it. The translation of `$/call` is in `calls`.
 
 use std::collections::HashMap;
 
@@ -42,6 +48,8 @@ pub(crate) fn encode(frame: &Frame) -> Option<Vec<u8>> {
             Some(line(&serde_json::json!({"jsonrpc": "2.0", "method": "$/cancel", "params": {"id": c.id}})))
         }
         Kind::Shutdown(_) => Some(line(&serde_json::json!({"jsonrpc": "2.0", "method": "shutdown"}))),
+        // The answer to one of the module's `$/call`s.
+        Kind::Reply(r) => Some(line(&calls::response(r))),
         _ => None,
     }
 }
@@ -77,6 +85,9 @@ pub(crate) fn decode(line: &str) -> Result<Option<Frame>, String> {
         return Err("not JSON-RPC 2.0 (\"jsonrpc\": \"2.0\" is missing)".into());
     }
     if let Some(method) = field("method") {
+        if method == "\"$/call\"" || method == "\"$/cancel\"" {
+            return Ok(calls::decode(method, &fields));
+        }
         if method != "\"$/item\"" {
             tracing::debug!("ignoring notification {method}");
             return Ok(None);
@@ -118,6 +129,9 @@ fn grpc_code(code: i64) -> Code {
         _ => Code::Unknown,
     }
 }
+
+mod calls;
+pub(crate) use calls::INVALID_CALL;
 
 #[cfg(test)]
 mod tests {

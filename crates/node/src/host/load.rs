@@ -141,7 +141,7 @@ impl Host {
     }
 
     /// Launches a module and completes its handshake within the deadline.
-    async fn start(&self, manifest: &Manifest) -> Result<Arc<Instance>, Status> {
+    async fn start(self: &Arc<Self>, manifest: &Manifest) -> Result<Arc<Instance>, Status> {
         let node_id = Uuid::new_v4().to_string();
         let log = self.mesh.logs_dir().join(format!("{}.log", manifest.name));
         let env = SpawnEnv { mesh_dir: self.mesh.root(), node_id: &node_id, log: &log };
@@ -200,6 +200,8 @@ impl Host {
             reader,
             writer,
             log,
+            host: Arc::downgrade(self),
+            manifest: Some(manifest.clone()),
         };
         Ok(Instance::run(parts, &self.tracker))
     }
@@ -256,6 +258,8 @@ impl Host {
                 reader,
                 writer,
                 log: self.mesh.logs_dir().join(format!("{}.log", hello.name)),
+                host: Arc::downgrade(self),
+                manifest: manifest.clone(),
             };
             let instance = Instance::run(parts, &self.tracker);
             state.instance = Some(instance.clone());

@@ -15,12 +15,15 @@
 //! - `stop`: unload one module; release or shut down them all.
 //! - `instance`: one running module; `link` and `jsonrpc`: its wire;
 //!   `spawn`: the one place its process is started, behind a seam for tests.
+//! - `outgoing`: a module's own calls to other services, routed like a
+//!   frontend's, with permission, depth and deadline checks.
 
 mod handshake;
 mod instance;
 mod jsonrpc;
 mod link;
 mod load;
+mod outgoing;
 mod registry;
 mod restart;
 mod spawn;

@@ -486,3 +486,116 @@ async fn an_attached_hello_is_checked_on_the_same_path_and_refused_with_a_status
         assert!(status.message().contains(message), "{status:?}");
     }
 }
+
+/// A module's own `Request` for `service`.
+fn own_request(id: u64, service: &str, parent: u64) -> Kind {
+    Kind::Request(pb::Request {
+        id,
+        method: "ping".into(),
+        service: service.into(),
+        parent,
+        payload: Some(pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"{}") }),
+        ..Default::default()
+    })
+}
+
+/// The next `Reply` the host sent a module.
+async fn reply_to(fake: &mut Fake) -> pb::Reply {
+    match fake.recv().await.kind {
+        Some(Kind::Reply(reply)) => reply,
+        other => panic!("expected Reply, got {other:?}"),
+    }
+}
+
+fn refusal(reply: &pb::Reply) -> (Code, String) {
+    match &reply.outcome {
+        Some(Outcome::Error(e)) => (Code::from(e.code), e.message.clone()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+impl Fixture {
+    fn add_module(&self, name: &str, extra: &str) {
+        write_manifest(&self._dirs.path().join("modules"), name, extra);
+    }
+}
+
+#[tokio::test]
+async fn a_modules_call_is_routed_and_answered_on_its_own_link() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    fx.add_module("caller", "calls = [\"echo\"]");
+    let (_caller, mut fake) = fx.loaded("caller").await;
+    fake.send(own_request(41, "echo", 0)).await;
+    // echo is loaded on demand, as for a frontend's call.
+    let mut echo = fx.next_launch().await;
+    echo.handshake().await;
+    let request = echo.request().await;
+    assert_eq!((request.caller.as_str(), request.depth, request.method.as_str()), ("caller", 1, "ping"));
+    echo.reply(request.id, "\"pong\"").await;
+    let reply = reply_to(&mut fake).await;
+    assert_eq!(reply.id, 41);
+    let Some(Outcome::Payload(p)) = reply.outcome else { panic!("{reply:?}") };
+    assert_eq!(&p.data[..], b"\"pong\"");
+}
+
+#[tokio::test]
+async fn cancelling_a_call_cancels_the_calls_its_module_made_for_it() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    fx.add_module("caller", "calls = [\"echo\"]");
+    let (caller, mut fake) = fx.loaded("caller").await;
+    let (_echo, mut echo) = fx.loaded("echo").await;
+    let outer = call(&caller);
+    let served = fake.request().await;
+    fake.send(own_request(1, "echo", served.id)).await;
+    let nested = echo.request().await;
+    assert_eq!(nested.depth, 2, "one deeper than the call it serves");
+    assert!(nested.timeout_ms > 0, "a unary call made for a call gets a deadline");
+    drop(outer);
+    match fake.recv().await.kind {
+        Some(Kind::Cancel(c)) => assert_eq!(c.id, served.id),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    match echo.recv().await.kind {
+        Some(Kind::Cancel(c)) => assert_eq!(c.id, nested.id, "the nested call is cancelled in its callee"),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_calls_from_a_module_are_refused_on_its_link_and_it_keeps_serving() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    fx.add_module("caller", "calls = [\"echo\"]");
+    let (caller, mut fake) = fx.loaded("caller").await;
+    let (_echo, mut echo) = fx.loaded("echo").await;
+
+    fake.send(own_request(1, "", 0)).await;
+    let (code, message) = refusal(&reply_to(&mut fake).await);
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("`service` is empty"), "{message}");
+
+    fake.send(own_request(2, "always", 0)).await;
+    let (code, message) = refusal(&reply_to(&mut fake).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert_eq!(
+        message,
+        "module \"caller\" may not call \"always\": add calls = [\"always\"] to its module.toml"
+    );
+
+    fake.send(own_request(3, "echo", 999)).await;
+    let (code, message) = refusal(&reply_to(&mut fake).await);
+    assert_eq!(code, Code::Cancelled, "made for a request that is not in flight: {message}");
+
+    // A cancel and a reply for ids nobody knows are ignored.
+    fake.send(Kind::Cancel(pb::Cancel { id: 77 })).await;
+    fake.reply(78, "\"stray\"").await;
+
+    // The link is fine both ways.
+    let mut served = call(&caller);
+    let request = fake.request().await;
+    fake.reply(request.id, "\"fine\"").await;
+    assert_eq!(&answer(&mut served).await.unwrap()[..], b"\"fine\"");
+    fake.send(own_request(4, "echo", 0)).await;
+    let request = echo.request().await;
+    echo.reply(request.id, "\"pong\"").await;
+    assert_eq!(reply_to(&mut fake).await.id, 4);
+}

@@ -135,3 +135,37 @@ fn missing_cyclic_and_unmet_dependencies_name_the_chain() {
         "{err}"
     );
 }
+
+#[test]
+fn calls_lists_whom_a_module_may_call() {
+    let f = Fixture::new();
+    f.module("store", "");
+    f.module("any", "calls = \"*\"\n");
+    f.module("some", "depends = [\"store\"]\ncalls = [\"index\", \"mail\"]\n");
+    let path = f.path();
+    let any = path.find("any").unwrap();
+    assert_eq!(any.calls, Calls::Any);
+    assert!(any.may_call("whatever"));
+    let some = path.find("some").unwrap();
+    assert_eq!(some.calls, Calls::Some(vec!["index".into(), "mail".into()]));
+    assert!(some.may_call("store") && some.may_call("index") && some.may_call("mail"));
+    assert!(!some.may_call("other"));
+    let store = path.find("store").unwrap();
+    assert_eq!(store.calls, Calls::None);
+    assert!(!store.may_call("any"));
+}
+
+#[test]
+fn bad_calls_say_what_is_wrong() {
+    for (name, extra, expected) in [
+        ("star-only", "calls = \"all\"\n", "calls must be \"*\" or a list"),
+        ("numbers", "calls = [1]\n", "calls must be \"*\" or a list"),
+        ("paths", "calls = [\"../x\"]\n", "calls \"../x\": invalid service name"),
+        ("table", "[calls]\na = 1\n", "calls must be \"*\" or a list"),
+    ] {
+        let f = Fixture::new();
+        f.module(name, extra);
+        let err = f.path().find(name).unwrap_err().to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+}

@@ -53,6 +53,17 @@ pub(crate) async fn start(
     spec: CallSpec,
     timeout: Option<Duration>,
 ) -> Result<PendingCall, Status> {
+    start_at(host, spec, timeout, 1).await
+}
+
+/// [`start`] for a call `depth` deep in a chain (1: a frontend's call; more:
+/// a module's call made while serving one).
+pub(crate) async fn start_at(
+    host: &Arc<Host>,
+    spec: CallSpec,
+    timeout: Option<Duration>,
+    depth: u32,
+) -> Result<PendingCall, Status> {
     let CallSpec { service, method, payload, caller, .. } = spec;
     let max = host.config().max_frame_len;
     if payload.data.len() > max {
@@ -70,18 +81,23 @@ pub(crate) async fn start(
             "module {service} speaks JSON-RPC: its params must be JSON"
         )));
     }
-    instance.call(method, payload, timeout, caller)
+    instance.call_at(method, payload, timeout, caller, depth)
 }
 
 /// Runs a unary call to its answer: a streaming method called as unary
 /// answers with its last piece. Dropping the future at the deadline (or
 /// earlier) cancels the call in the module.
 pub(crate) async fn unary(host: &Arc<Host>, spec: CallSpec) -> Result<pb::Payload, Status> {
+    unary_at(host, spec, 1).await
+}
+
+/// [`unary`] for a call `depth` deep in a chain.
+pub(crate) async fn unary_at(host: &Arc<Host>, spec: CallSpec, depth: u32) -> Result<pb::Payload, Status> {
     let timeout = spec.unary_timeout();
     let deadline = spec.deadline_status(timeout);
     let service = spec.service.clone();
     let answer = async {
-        let mut call = start(host, spec, Some(timeout)).await?;
+        let mut call = start_at(host, spec, Some(timeout), depth).await?;
         let mut last = None;
         while let Some(item) = call.next().await {
             match item? {

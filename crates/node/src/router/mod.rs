@@ -11,7 +11,7 @@
 mod accept;
 mod admin;
 mod authority;
-mod calls;
+pub(crate) mod calls;
 mod frames;
 mod json;
 mod limit;
