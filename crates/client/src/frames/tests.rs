@@ -395,7 +395,13 @@ async fn an_error_frame_fails_calls_in_flight_with_its_code() {
 }
 
 fn hello() -> pb::SessionHello {
-    pb::SessionHello { node_id: "n1".into(), name: "nvim".into(), pid: 42, client_version: "0.1.0".into() }
+    pb::SessionHello {
+        node_id: "n1".into(),
+        name: "nvim".into(),
+        pid: 42,
+        client_version: "0.1.0".into(),
+        ..Default::default()
+    }
 }
 
 async fn open_session(router: &FakeRouter, keepalive_interval_ms: u64) -> (FrameSession, Peer) {

@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::{
     link::{LinkReader, LinkWriter},
+    methods::Declared,
     spawn::{self, ChildProcess},
+    tap::{CallTap, Monitor},
 };
 use crate::manifest::Protocol;
 
@@ -51,6 +53,9 @@ pub(crate) struct Instance {
     /// The module's node id, when it attached over the socket.
     pub(crate) node_id: Option<Uuid>,
     pub(crate) protocol: Protocol,
+    /// The methods it declared in its handshake, if it did.
+    pub(crate) declared: Declared,
+    monitor: Arc<Monitor>,
     outbound: mpsc::Sender<Frame>,
     /// Cancels owed to the module; never lost to a full `outbound`.
     cancels: Arc<Cancels>,
@@ -96,6 +101,8 @@ pub(crate) struct Parts {
     pub(crate) reader: LinkReader,
     pub(crate) writer: LinkWriter,
     pub(crate) log: PathBuf,
+    pub(crate) declared: Declared,
+    pub(crate) monitor: Arc<Monitor>,
 }
 
 /// The process behind a link.
@@ -130,6 +137,8 @@ impl Instance {
                 Process::Child(_) => None,
             },
             protocol: parts.protocol,
+            declared: parts.declared,
+            monitor: parts.monitor,
             outbound,
             cancels: Arc::new(Cancels::default()),
             pending: Mutex::new(HashMap::new()),
@@ -173,6 +182,14 @@ impl Instance {
         timeout: Option<Duration>,
         caller: String,
     ) -> Result<PendingCall, Status> {
+        let tap = self.monitor.tap(&self.name, &method, &caller, &payload, timeout);
+        // A method the module declared it does not have is answered here.
+        if let Err(status) = self.declared.check(&self.name, &method) {
+            if let Some(tap) = tap {
+                tap.refused(&status);
+            }
+            return Err(status);
+        }
         if let Some(exit) = self.exit.get() {
             return Err(Status::unavailable(exit.reason.clone()));
         }
@@ -201,7 +218,7 @@ impl Instance {
             id
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(PendingCall { instance: self.clone(), id, rx, done: false })
+        Ok(PendingCall { instance: self.clone(), id, rx, done: false, tap })
     }
 
     /// The one answer to a call over the module's limits.
@@ -285,6 +302,8 @@ pub(crate) struct PendingCall {
     id: u64,
     rx: mpsc::UnboundedReceiver<Result<Item, Status>>,
     done: bool,
+    /// What the monitor sees of the call; `None` when nobody watches.
+    tap: Option<CallTap>,
 }
 
 impl PendingCall {
@@ -301,6 +320,9 @@ impl PendingCall {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
+                if let Some(tap) = &mut self.tap {
+                    tap.observe(&item);
+                }
                 self.done = !matches!(item, Ok(Item::Data(_)));
                 Poll::Ready(Some(item))
             }
@@ -310,7 +332,11 @@ impl PendingCall {
                     || format!("module {} dropped the call", self.instance.name),
                     |e| e.reason.clone(),
                 );
-                Poll::Ready(Some(Err(Status::unavailable(reason))))
+                let status = Status::unavailable(reason);
+                if let Some(tap) = &mut self.tap {
+                    tap.observe(&Err(status.clone()));
+                }
+                Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -326,6 +352,9 @@ impl Drop for PendingCall {
     fn drop(&mut self) {
         if !self.done && self.instance.forget(self.id) {
             self.instance.cancels.push(self.id);
+        }
+        if let Some(tap) = self.tap.take() {
+            tap.finish();
         }
     }
 }

@@ -15,19 +15,25 @@
 //! - `stop`: unload one module; release or shut down them all.
 //! - `instance`: one running module; `link` and `jsonrpc`: its wire;
 //!   `spawn`: the one place its process is started, behind a seam for tests.
+//! - `methods`: what a module declared it serves, and the check of a call
+//!   against it; `tap`: what the monitor sees of each call.
 
 mod handshake;
 mod instance;
 mod jsonrpc;
 mod link;
 mod load;
+mod methods;
 mod registry;
 mod restart;
 mod spawn;
 mod stop;
 mod supervise;
+mod tap;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use tap::{Monitor, Watch};
 
 use std::{
     collections::HashMap,
@@ -105,6 +111,8 @@ pub(crate) struct Host {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     tracker: TaskTracker,
     closing: CancellationToken,
+    /// The watchers of the calls (`Admin.Monitor`).
+    monitor: Arc<Monitor>,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -128,11 +136,17 @@ impl Host {
             entries: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
+            monitor: Arc::new(Monitor::default()),
         })
     }
 
     pub(crate) fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The watchers of the calls, for `Admin.Monitor`.
+    pub(crate) fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
     }
 }
 

@@ -213,7 +213,11 @@ impl Connection {
                     let why = "SessionHello comes once, before any request";
                     return Some(End::Refused(Status::invalid_argument(why)));
                 }
-                let welcome = self.door.hub.welcome();
+                let protocol = match super::versions::negotiate(&hello) {
+                    Ok(protocol) => protocol,
+                    Err(status) => return Some(End::Refused(status)),
+                };
+                let welcome = self.door.hub.welcome(protocol);
                 self.session = Some(self.door.hub.register(hello));
                 let _ = self.outbox.send(Frame { kind: Some(Kind::SessionWelcome(welcome)) }).await;
             }

@@ -12,8 +12,10 @@ mod accept;
 mod admin;
 mod calls;
 mod frames;
+mod monitor;
 mod service;
 mod sessions;
+mod versions;
 
 pub use sessions::SessionConfig;
 
@@ -96,6 +98,8 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         pid: record.pid,
         version: record.version.clone(),
         mesh_dir: mesh.root().display().to_string(),
+        protocol_versions: polis_mesh::versions::SESSION_PROTOCOLS.to_vec(),
+        features: versions::features(),
         ..Default::default()
     };
 
