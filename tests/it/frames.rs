@@ -205,8 +205,13 @@ async fn cancel_and_a_departed_client_cancel_the_request_in_the_module() {
 async fn a_session_over_frames_is_counted_until_goodbye() {
     let (mesh, _router) = with_echo(&[]);
     let mut raw = Raw::open(&mesh).await;
-    let hello =
-        pb::SessionHello { node_id: "n1".into(), name: "raw".into(), pid: 42, client_version: "0".into() };
+    let hello = pb::SessionHello {
+        node_id: "n1".into(),
+        name: "raw".into(),
+        pid: 42,
+        client_version: "0".into(),
+        ..Default::default()
+    };
     raw.send(Kind::SessionHello(hello)).await;
     let welcome = match raw.next().await.map(|f| f.kind) {
         Some(Some(Kind::SessionWelcome(w))) => w,

@@ -7,6 +7,7 @@ mod frames;
 mod frontends;
 mod hardening;
 mod hermetic;
+mod introspect;
 mod meshdir;
 mod modules;
 mod neovim;
