@@ -408,7 +408,12 @@ async fn open_session(router: &FakeRouter, keepalive_interval_ms: u64) -> (Frame
     let serve = async {
         let mut peer = router.accept().await;
         assert_eq!(peer.recv().await, Kind::SessionHello(hello()), "the session opens with SessionHello");
-        let welcome = pb::SessionWelcome { router_id: "r1".into(), epoch: 7, keepalive_interval_ms };
+        let welcome = pb::SessionWelcome {
+            router_id: "r1".into(),
+            epoch: 7,
+            keepalive_interval_ms,
+            ..Default::default()
+        };
         peer.send(Kind::SessionWelcome(welcome)).await;
         peer
     };
@@ -514,6 +519,7 @@ impl MeshRouter {
             router_id: self.record.id.to_string(),
             epoch: 1,
             keepalive_interval_ms: 60_000,
+            ..Default::default()
         };
         peer.send(Kind::SessionWelcome(welcome)).await;
         (peer, hello)
