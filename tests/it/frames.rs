@@ -298,6 +298,10 @@ async fn another_version_is_refused_with_the_router_s_own() {
     let error = raw.refused().await;
     assert_eq!(tonic::Code::from(error.code), tonic::Code::FailedPrecondition);
     assert!(error.message.contains("version 99"), "{error:?}");
+    assert!(
+        error.message.ends_with(&format!("upgrade the router (polis {})", env!("CARGO_PKG_VERSION"))),
+        "{error:?}"
+    );
     still_serving(&mesh).await;
 }
 

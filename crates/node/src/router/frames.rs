@@ -86,8 +86,13 @@ impl FrameDoor {
                 peer.uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
             )))
         } else if version != preamble::VERSION {
+            let upgrade = if version > preamble::VERSION {
+                format!("upgrade the router (polis {})", super::versions::ROUTER_VERSION)
+            } else {
+                "upgrade the client".to_owned()
+            };
             End::Refused(Status::failed_precondition(format!(
-                "the client speaks frame-session version {version}; this router speaks {}",
+                "the client speaks frame-session version {version}; this router speaks {}: {upgrade}",
                 preamble::VERSION
             )))
         } else {
