@@ -351,3 +351,26 @@ fn the_monitor_refuses_another_uid() {
         "{run}"
     );
 }
+
+#[tokio::test]
+async fn a_grpc_session_speaking_no_protocol_of_the_routers_is_refused_the_same_way() {
+    let mesh = mesh();
+    let _router = mesh.start_router(&[]);
+    let channel = polis_client::connect(&mesh.open(), None).await.expect("connect");
+    let mut router = pb::router_client::RouterClient::new(channel);
+    let hello =
+        pb::SessionHello { name: "newer".into(), protocol_versions: vec![7, 9], ..Default::default() };
+    let up = pb::SessionUp { kind: Some(pb::session_up::Kind::Hello(hello)) };
+    // The stream stays open after the hello, as a real session's does.
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+    let up = tokio_stream::iter([up]).chain(tokio_stream::pending());
+    let status = router.session(up).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        format!(
+            "this client speaks protocol 7, 9, the router speaks 1: upgrade the router (polis {})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
