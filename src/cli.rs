@@ -47,6 +47,31 @@ pub(crate) enum Command {
     /// Manage modules at run time
     #[command(subcommand)]
     Module(ModuleCommand),
+    /// Show the methods a module serves, as it declares them (loading it if needed)
+    Introspect(IntrospectArgs),
+    /// Watch the calls (and events) crossing the router, one line each
+    Monitor(MonitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IntrospectArgs {
+    /// The service (module) name
+    pub(crate) service: String,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MonitorArgs {
+    /// Only these: a service, `service.method`, or a prefix ending in `*`
+    pub(crate) pattern: Option<String>,
+    /// One JSON object per line, for scripts
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Show the request and reply payloads too
+    #[arg(long)]
+    pub(crate) payloads: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,12 +31,26 @@ async fn main() -> ExitCode {
     let module = Module::new(name, env!("CARGO_PKG_VERSION"))
         // A unary method answers once. Whatever it returns is sent as JSON.
         .method("ping", |_call: Call| async { Ok("pong") })
+        // Every method is declared to the router in Hello, so that `polis
+        // introspect echo` lists it and a call to a method echo lacks fails
+        // at the router. A doc (one line) and JSON Schemas are optional.
+        .doc("ping", "answers \"pong\"")
         // `call.params()` is the caller's JSON, `null` when it sent none.
         .method("echo", |call: Call| async move { Ok(call.params().clone()) })
+        .doc("echo", "answers its params")
         // A stream sends any number of items, then returns.
         .stream("stream", stream)
+        .doc("stream", "the numbers 0..count, one every interval_ms")
+        .schema(
+            "stream",
+            Some(json!({"type": "object", "properties": {
+                "count": {"type": "integer"}, "interval_ms": {"type": "integer"}}})),
+            Some(json!({"type": "integer"})),
+        )
         .method("fail", fail)
+        .doc("fail", "fails with the gRPC status code and message given")
         .method("sleep", sleep)
+        .doc("sleep", "answers after ms milliseconds")
         .method("crash", |_call: Call| async {
             eprintln!("echo: crashing on request");
             // Leaves mid-call without answering: the router reports the
@@ -45,7 +59,8 @@ async fn main() -> ExitCode {
             std::process::exit(3);
             #[allow(unreachable_code)]
             Ok(())
-        });
+        })
+        .doc("crash", "exits with status 3 mid-call, to show what callers see");
     // Started by a router, a module serves it on stdin and stdout until it
     // says Shutdown. Started by hand with `--attach MESH_DIR`, it loads
     // itself into that mesh over the router's socket instead, and serves

@@ -2,7 +2,9 @@
 
 mod attach;
 mod call;
+mod introspect;
 mod ls;
+mod monitor;
 mod resolve;
 mod router;
 mod rpc;
@@ -35,6 +37,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
         Command::Module(command) => status::module(&mesh, command).await,
+        Command::Introspect(args) => introspect::run(&mesh, modules_path, args).await,
+        Command::Monitor(args) => monitor::run(&mesh, args).await,
     }
 }
 

@@ -25,12 +25,16 @@ pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCod
         status.router_id
     )?;
     say!("mesh     {}", status.mesh_dir)?;
+    say!("{}", versions_text(&status))?;
     if status.sessions.is_empty() {
         say!("sessions none")?;
     } else {
         say!("sessions")?;
         for s in &status.sessions {
             say!("  {:<16} pid {:<8} since {}  {}", s.name, s.pid, s.since, s.node_id)?;
+            if !s.client_version.is_empty() {
+                say!("  {:<16} polis {}, protocol {}", "", s.client_version, s.protocol_version)?;
+            }
         }
     }
     print_modules(&status.modules)?;
@@ -79,11 +83,26 @@ fn module_json(m: &pb::ModuleInfo) -> serde_json::Value {
     })
 }
 
+/// The versions on each side: the router's, and this client's.
+fn versions_text(s: &pb::StatusReply) -> String {
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let features = if s.features.is_empty() { "none".to_owned() } else { s.features.join(", ") };
+    format!(
+        "versions router polis {}, protocol {}, features {features}; this client polis {}, protocol {}",
+        s.version,
+        if s.protocol_versions.is_empty() { "1".to_owned() } else { list(&s.protocol_versions) },
+        env!("CARGO_PKG_VERSION"),
+        list(polis_mesh::versions::SESSION_PROTOCOLS),
+    )
+}
+
 fn status_json(s: &pb::StatusReply) -> serde_json::Value {
     json!({
-        "router": {"id": s.router_id, "epoch": s.epoch, "pid": s.pid, "version": s.version, "uptime_ms": s.uptime_ms},
+        "router": {"id": s.router_id, "epoch": s.epoch, "pid": s.pid, "version": s.version, "uptime_ms": s.uptime_ms,
+            "protocol_versions": s.protocol_versions, "features": s.features},
+        "client": {"version": env!("CARGO_PKG_VERSION"), "protocol_versions": polis_mesh::versions::SESSION_PROTOCOLS},
         "mesh_dir": s.mesh_dir,
-        "sessions": s.sessions.iter().map(|x| json!({"node_id": x.node_id, "name": x.name, "pid": x.pid, "since": x.since})).collect::<Vec<_>>(),
+        "sessions": s.sessions.iter().map(|x| json!({"node_id": x.node_id, "name": x.name, "pid": x.pid, "since": x.since, "client_version": x.client_version, "protocol_version": x.protocol_version, "features": x.features})).collect::<Vec<_>>(),
         "modules": s.modules.iter().map(module_json).collect::<Vec<_>>(),
     })
 }

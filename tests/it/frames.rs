@@ -205,8 +205,13 @@ async fn cancel_and_a_departed_client_cancel_the_request_in_the_module() {
 async fn a_session_over_frames_is_counted_until_goodbye() {
     let (mesh, _router) = with_echo(&[]);
     let mut raw = Raw::open(&mesh).await;
-    let hello =
-        pb::SessionHello { node_id: "n1".into(), name: "raw".into(), pid: 42, client_version: "0".into() };
+    let hello = pb::SessionHello {
+        node_id: "n1".into(),
+        name: "raw".into(),
+        pid: 42,
+        client_version: "0".into(),
+        ..Default::default()
+    };
     raw.send(Kind::SessionHello(hello)).await;
     let welcome = match raw.next().await.map(|f| f.kind) {
         Some(Some(Kind::SessionWelcome(w))) => w,
@@ -293,6 +298,10 @@ async fn another_version_is_refused_with_the_router_s_own() {
     let error = raw.refused().await;
     assert_eq!(tonic::Code::from(error.code), tonic::Code::FailedPrecondition);
     assert!(error.message.contains("version 99"), "{error:?}");
+    assert!(
+        error.message.ends_with(&format!("upgrade the router (polis {})", env!("CARGO_PKG_VERSION"))),
+        "{error:?}"
+    );
     still_serving(&mesh).await;
 }
 

@@ -9,6 +9,7 @@ mod frontends;
 mod grpc;
 mod hardening;
 mod hermetic;
+mod introspect;
 mod meshdir;
 mod modules;
 mod neovim;

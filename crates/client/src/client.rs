@@ -250,6 +250,8 @@ fn hello(record: &NodeRecord) -> pb::SessionHello {
         name: record.name.clone(),
         pid: std::process::id(),
         client_version: env!("CARGO_PKG_VERSION").into(),
+        protocol_versions: polis_mesh::versions::SESSION_PROTOCOLS.to_vec(),
+        features: Vec::new(),
     }
 }
 

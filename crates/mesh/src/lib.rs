@@ -16,11 +16,13 @@
 //! - [`process`]: the one constructor of child-process commands.
 //! - [`transport`]: listen and connect on a local socket; tell a frame
 //!   session from gRPC by its first bytes.
+//! - [`versions`]: the session protocol versions and features, negotiated.
 
 pub mod codec;
 pub mod preamble;
 pub mod process;
 pub mod transport;
+pub mod versions;
 
 /// Generated protobuf messages and gRPC services of `polis.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

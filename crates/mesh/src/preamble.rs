@@ -10,7 +10,11 @@ pub const LEN: usize = 8;
 /// The magic that starts the preamble.
 pub const MAGIC: &[u8; 6] = b"POLIS\0";
 
-/// The frame-session version this build speaks.
+/// The frame-session version this build speaks: the framing (this
+/// preamble, then `u32`-length-prefixed protobuf frames), not what the
+/// frames mean. It changes only if those bytes change; the meaning of a
+/// session is the session protocol, negotiated in `SessionHello` (see
+/// [`crate::versions`]). A router refuses another version before any frame.
 pub const VERSION: u16 = 1;
 
 /// The preamble announcing `version`.

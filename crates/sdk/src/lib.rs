@@ -112,6 +112,9 @@ pub struct Module {
     name: String,
     version: String,
     methods: HashMap<String, Handler>,
+    /// What `Hello` declares of each method: docs and schemas by name, and
+    /// which methods stream.
+    docs: HashMap<String, MethodDoc>,
     /// The node id sent in `Hello`; a fresh one when unset.
     node_id: Option<String>,
     /// Where to publish the node record; nowhere when unset.
@@ -140,6 +143,7 @@ impl Module {
             name: name.into(),
             version: version.into(),
             methods: HashMap::new(),
+            docs: HashMap::new(),
             node_id: None,
             mesh_dir: None,
             reattach_wait: DEFAULT_REATTACH_WAIT,
@@ -175,7 +179,9 @@ impl Module {
             let reply = handler(call);
             Box::pin(async move { json_payload(&reply.await?).map(Some) })
         });
-        self.methods.insert(name.into(), handler);
+        let name = name.into();
+        self.docs.entry(name.clone()).or_default().stream = false;
+        self.methods.insert(name, handler);
         self
     }
 
@@ -201,8 +207,68 @@ impl Module {
             let done = handler(call, items);
             Box::pin(async move { done.await.map(|()| None) })
         });
-        self.methods.insert(name.into(), handler);
+        let name = name.into();
+        self.docs.entry(name.clone()).or_default().stream = true;
+        self.methods.insert(name, handler);
         self
+    }
+
+    /// Documents the method `name` with one line, which `polis introspect`
+    /// shows. Methods are declared to the router whether documented or
+    /// not; a doc for a method never added is not declared.
+    ///
+    /// ```
+    /// # use polis_sdk::{Call, Module};
+    /// Module::new("greeter", "0.1.0")
+    ///     .method("ping", |_call: Call| async { Ok("pong") })
+    ///     .doc("ping", "answers \"pong\"");
+    /// ```
+    pub fn doc(mut self, name: impl Into<String>, doc: impl Into<String>) -> Self {
+        self.docs.entry(name.into()).or_default().doc = doc.into();
+        self
+    }
+
+    /// Gives the method `name` JSON Schemas for its params and its result
+    /// (each optional), which `polis introspect --json` shows.
+    ///
+    /// ```
+    /// # use polis_sdk::{Call, Module};
+    /// use serde_json::json;
+    /// Module::new("greeter", "0.1.0")
+    ///     .method("hello", |call: Call| async move { Ok(call.params().clone()) })
+    ///     .schema("hello", Some(json!({"type": "object"})), Some(json!({"type": "string"})));
+    /// ```
+    pub fn schema(
+        mut self,
+        name: impl Into<String>,
+        params: Option<serde_json::Value>,
+        result: Option<serde_json::Value>,
+    ) -> Self {
+        let doc = self.docs.entry(name.into()).or_default();
+        doc.params = params;
+        doc.result = result;
+        self
+    }
+
+    /// The methods as `Hello` declares them, sorted by name.
+    fn declaration(&self) -> Vec<polis_mesh::pb::Method> {
+        let mut methods: Vec<_> = self
+            .methods
+            .keys()
+            .map(|name| {
+                let doc = self.docs.get(name).cloned().unwrap_or_default();
+                let schema = |v: Option<serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_default();
+                polis_mesh::pb::Method {
+                    name: name.clone(),
+                    doc: doc.doc,
+                    stream: doc.stream,
+                    params_schema: schema(doc.params),
+                    result_schema: schema(doc.result),
+                }
+            })
+            .collect();
+        methods.sort_by(|a, b| a.name.cmp(&b.name));
+        methods
     }
 
     /// Serves the router on stdin and stdout until it says `Shutdown` or
@@ -249,6 +315,15 @@ impl Module {
             self.reattach_wait = Duration::from_millis(ms);
         }
     }
+}
+
+/// What a module says of one method beside its handler.
+#[derive(Debug, Clone, Default)]
+struct MethodDoc {
+    doc: String,
+    stream: bool,
+    params: Option<serde_json::Value>,
+    result: Option<serde_json::Value>,
 }
 
 /// `value` as a JSON payload.

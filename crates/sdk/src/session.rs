@@ -65,6 +65,8 @@ where
         node_id: node_id.to_owned(),
         resumed,
         pid: std::process::id(),
+        methods: module.declaration(),
+        declared: true,
     };
     writer.write_frame(&Frame { kind: Some(Kind::Hello(hello)) }).await?;
     let welcome = match reader.read_frame().await? {

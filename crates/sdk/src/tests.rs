@@ -206,6 +206,24 @@ fn error(reply: &Reply) -> (i32, String) {
 }
 
 #[tokio::test]
+async fn hello_declares_every_method_with_its_doc_schema_and_stream_flag() {
+    let module = Module::new("test", "1.2.3")
+        .doc("ping", "answers pong")
+        .method("ping", |_call: Call| async { Ok("pong") })
+        .stream("ticks", |_call: Call, _items: Items| async { Ok(()) })
+        .schema("ticks", Some(json!({"type": "object"})), None)
+        .doc("ghost", "never added, so never declared");
+    let (_router, hello) = Router::welcome(module, "null").await;
+    assert!(hello.declared);
+    let methods: Vec<_> = hello
+        .methods
+        .iter()
+        .map(|m| (m.name.as_str(), m.doc.as_str(), m.stream, m.params_schema.as_str()))
+        .collect();
+    assert_eq!(methods, [("ping", "answers pong", false, ""), ("ticks", "", true, r#"{"type":"object"}"#)]);
+}
+
+#[tokio::test]
 async fn hello_announces_the_module_and_welcome_carries_the_config() {
     let (module, _probe) = test_module();
     let (mut router, hello) = Router::welcome(module, r#"{"greeting":"hi"}"#).await;

@@ -396,14 +396,25 @@ async fn an_error_frame_fails_calls_in_flight_with_its_code() {
 }
 
 fn hello() -> pb::SessionHello {
-    pb::SessionHello { node_id: "n1".into(), name: "nvim".into(), pid: 42, client_version: "0.1.0".into() }
+    pb::SessionHello {
+        node_id: "n1".into(),
+        name: "nvim".into(),
+        pid: 42,
+        client_version: "0.1.0".into(),
+        ..Default::default()
+    }
 }
 
 async fn open_session(router: &FakeRouter, keepalive_interval_ms: u64) -> (FrameSession, Peer) {
     let serve = async {
         let mut peer = router.accept().await;
         assert_eq!(peer.recv().await, Kind::SessionHello(hello()), "the session opens with SessionHello");
-        let welcome = pb::SessionWelcome { router_id: "r1".into(), epoch: 7, keepalive_interval_ms };
+        let welcome = pb::SessionWelcome {
+            router_id: "r1".into(),
+            epoch: 7,
+            keepalive_interval_ms,
+            ..Default::default()
+        };
         peer.send(Kind::SessionWelcome(welcome)).await;
         peer
     };
@@ -509,6 +520,7 @@ impl MeshRouter {
             router_id: self.record.id.to_string(),
             epoch: 1,
             keepalive_interval_ms: 60_000,
+            ..Default::default()
         };
         peer.send(Kind::SessionWelcome(welcome)).await;
         (peer, hello)

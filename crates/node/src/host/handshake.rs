@@ -14,6 +14,7 @@ use tonic::Status;
 use super::{
     RouterIdentity, jsonrpc,
     link::{ByteWriter, LinkReader, LinkWriter},
+    methods::Declared,
 };
 
 /// Why a module was not taken in. The text completes "module X failed its
@@ -99,19 +100,22 @@ pub(crate) async fn hello(
 }
 
 /// Sends a JSON-RPC module `initialize` with its config on `stdin`, and
-/// reads its answer.
+/// reads its answer, which may declare its methods.
 pub(crate) async fn initialize(
     reader: &mut LinkReader,
     stdin: &mut ByteWriter,
     config: &serde_json::Value,
-) -> Result<(), HandshakeError> {
+) -> Result<Declared, HandshakeError> {
     let io = |e: std::io::Error| HandshakeError::Io(e.to_string());
     stdin.write_all(&jsonrpc::initialize(config)).await.map_err(io)?;
     stdin.flush().await.map_err(io)?;
     match reader.read().await {
         Ok(Some(Frame { kind: Some(Kind::Reply(r)) })) if r.id == jsonrpc::INITIALIZE_ID => match r.outcome {
             Some(pb::reply::Outcome::Error(e)) => Err(HandshakeError::InitializeFailed(e.message)),
-            _ => Ok(()),
+            Some(pb::reply::Outcome::Payload(p)) => {
+                Declared::from_initialize(Some(&p.data)).map_err(HandshakeError::InitializeFailed)
+            }
+            None => Ok(Declared::default()),
         },
         Ok(Some(_)) => Err(HandshakeError::NotInitialized),
         Ok(None) => Err(HandshakeError::ClosedBeforeInitialize),

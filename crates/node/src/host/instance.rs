@@ -25,8 +25,10 @@ use uuid::Uuid;
 use super::{
     Host,
     link::{LinkReader, LinkWriter},
+    methods::Declared,
     outgoing::{Outgoing, Parent},
     spawn::{self, ChildProcess},
+    tap::{CallTap, Monitor},
 };
 use crate::manifest::{Manifest, Protocol};
 
@@ -63,6 +65,9 @@ pub(crate) struct Instance {
     /// The module's node id, when it attached over the socket.
     pub(crate) node_id: Option<Uuid>,
     pub(crate) protocol: Protocol,
+    /// The methods it declared in its handshake, if it did.
+    pub(crate) declared: Declared,
+    monitor: Arc<Monitor>,
     outbound: mpsc::Sender<Frame>,
     /// Cancels owed to the module; never lost to a full `outbound`.
     cancels: Arc<Cancels>,
@@ -116,6 +121,8 @@ pub(crate) struct Parts {
     pub(crate) log: PathBuf,
     pub(crate) host: Weak<Host>,
     pub(crate) manifest: Option<Manifest>,
+    pub(crate) declared: Declared,
+    pub(crate) monitor: Arc<Monitor>,
 }
 
 /// The process behind a link.
@@ -150,6 +157,8 @@ impl Instance {
                 Process::Child(_) => None,
             },
             protocol: parts.protocol,
+            declared: parts.declared,
+            monitor: parts.monitor,
             outbound,
             cancels: Arc::new(Cancels::default()),
             pending: Mutex::new(HashMap::new()),
@@ -209,6 +218,14 @@ impl Instance {
         caller: String,
         depth: u32,
     ) -> Result<PendingCall, Status> {
+        let tap = self.monitor.tap(&self.name, &method, &caller, &payload, timeout);
+        // A method the module declared it does not have is answered here.
+        if let Err(status) = self.declared.check(&self.name, &method) {
+            if let Some(tap) = tap {
+                tap.refused(&status);
+            }
+            return Err(status);
+        }
         if let Some(exit) = self.exit.get() {
             return Err(Status::unavailable(exit.reason.clone()));
         }
@@ -245,7 +262,7 @@ impl Instance {
             id
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok(PendingCall { instance: self.clone(), id, rx, done: false })
+        Ok(PendingCall { instance: self.clone(), id, rx, done: false, tap })
     }
 
     /// The one answer to a call over the module's limits.
@@ -362,6 +379,8 @@ pub(crate) struct PendingCall {
     id: u64,
     rx: mpsc::UnboundedReceiver<Result<Item, Status>>,
     done: bool,
+    /// What the monitor sees of the call; `None` when nobody watches.
+    tap: Option<CallTap>,
 }
 
 impl PendingCall {
@@ -378,6 +397,9 @@ impl PendingCall {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
+                if let Some(tap) = &mut self.tap {
+                    tap.observe(&item);
+                }
                 self.done = !matches!(item, Ok(Item::Data(_)));
                 Poll::Ready(Some(item))
             }
@@ -387,7 +409,11 @@ impl PendingCall {
                     || format!("module {} dropped the call", self.instance.name),
                     |e| e.reason.clone(),
                 );
-                Poll::Ready(Some(Err(Status::unavailable(reason))))
+                let status = Status::unavailable(reason);
+                if let Some(tap) = &mut self.tap {
+                    tap.observe(&Err(status.clone()));
+                }
+                Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -403,6 +429,9 @@ impl Drop for PendingCall {
     fn drop(&mut self) {
         if !self.done && self.instance.forget(self.id) {
             self.instance.cancels.push(self.id);
+        }
+        if let Some(tap) = self.tap.take() {
+            tap.finish();
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     instance::{Parts, Process},
     link::{LinkReader, LinkWriter},
     lookup_status,
+    methods::Declared,
     registry::Entry,
     spawn::{self, SpawnEnv},
 };
@@ -166,32 +167,38 @@ impl Host {
                             manifest.config.clone()
                         })
                         .await?;
+                    let declared = Declared::from_hello(&hello);
                     let version =
                         if hello.version.is_empty() { manifest.version.to_string() } else { hello.version };
-                    Ok((writer, version))
+                    Ok((writer, version, declared))
                 }
                 Protocol::JsonRpc => {
-                    handshake::initialize(&mut reader, &mut stdin, &manifest.config).await?;
-                    Ok((LinkWriter::new(Protocol::JsonRpc, stdin, max), manifest.version.to_string()))
+                    let declared = handshake::initialize(&mut reader, &mut stdin, &manifest.config).await?;
+                    Ok((
+                        LinkWriter::new(Protocol::JsonRpc, stdin, max),
+                        manifest.version.to_string(),
+                        declared,
+                    ))
                 }
             }
         };
-        let (writer, version) = match handshake::within(self.config.handshake_timeout, handshake).await {
-            Ok(link) => link,
-            Err(why) => {
-                let _ = child.start_kill();
-                let status = child.wait().await.ok();
-                let tail = spawn::log_tail(&log, 3);
-                let mut message = format!("module {} failed its handshake: {why}", manifest.name);
-                if let Some(code) = status.and_then(|s| s.code()) {
-                    message += &format!(" (exit status {code})");
+        let (writer, version, declared) =
+            match handshake::within(self.config.handshake_timeout, handshake).await {
+                Ok(link) => link,
+                Err(why) => {
+                    let _ = child.start_kill();
+                    let status = child.wait().await.ok();
+                    let tail = spawn::log_tail(&log, 3);
+                    let mut message = format!("module {} failed its handshake: {why}", manifest.name);
+                    if let Some(code) = status.and_then(|s| s.code()) {
+                        message += &format!(" (exit status {code})");
+                    }
+                    if !tail.is_empty() {
+                        message += &format!("; last stderr: {tail}");
+                    }
+                    return Err(Status::unavailable(message));
                 }
-                if !tail.is_empty() {
-                    message += &format!("; last stderr: {tail}");
-                }
-                return Err(Status::unavailable(message));
-            }
-        };
+            };
         let parts = Parts {
             name: manifest.name.clone(),
             version,
@@ -202,6 +209,8 @@ impl Host {
             log,
             host: Arc::downgrade(self),
             manifest: Some(manifest.clone()),
+            declared,
+            monitor: self.monitor.clone(),
         };
         Ok(Instance::run(parts, &self.tracker))
     }
@@ -260,6 +269,8 @@ impl Host {
                 log: self.mesh.logs_dir().join(format!("{}.log", hello.name)),
                 host: Arc::downgrade(self),
                 manifest: manifest.clone(),
+                declared: Declared::from_hello(&hello),
+                monitor: self.monitor.clone(),
             };
             let instance = Instance::run(parts, &self.tracker);
             state.instance = Some(instance.clone());

@@ -17,20 +17,26 @@
 //!   `spawn`: the one place its process is started, behind a seam for tests.
 //! - `outgoing`: a module's own calls to other services, routed like a
 //!   frontend's, with permission, depth and deadline checks.
+//! - `methods`: what a module declared it serves, and the check of a call
+//!   against it; `tap`: what the monitor sees of each call.
 
 mod handshake;
 mod instance;
 mod jsonrpc;
 mod link;
 mod load;
+mod methods;
 mod outgoing;
 mod registry;
 mod restart;
 mod spawn;
 mod stop;
 mod supervise;
+mod tap;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use tap::{Monitor, Watch};
 
 use std::{
     collections::HashMap,
@@ -108,6 +114,8 @@ pub(crate) struct Host {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     tracker: TaskTracker,
     closing: CancellationToken,
+    /// The watchers of the calls (`Admin.Monitor`).
+    monitor: Arc<Monitor>,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -131,11 +139,17 @@ impl Host {
             entries: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
+            monitor: Arc::new(Monitor::default()),
         })
     }
 
     pub(crate) fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The watchers of the calls, for `Admin.Monitor`.
+    pub(crate) fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
     }
 }
 

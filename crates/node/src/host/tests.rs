@@ -599,3 +599,55 @@ async fn bad_calls_from_a_module_are_refused_on_its_link_and_it_keeps_serving() 
     echo.reply(request.id, "\"pong\"").await;
     assert_eq!(reply_to(&mut fake).await.id, 4);
 }
+
+#[tokio::test]
+async fn a_declared_modules_unknown_method_is_refused_without_reaching_it_and_the_monitor_sees_both() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    let mut fake = fx.next_launch().await;
+    let method =
+        |name: &str| pb::Method { name: name.into(), doc: format!("does {name}"), ..Default::default() };
+    let hello = pb::Hello {
+        name: "echo".into(),
+        version: "1.0.0".into(),
+        protocol_version: PROTOCOL_VERSION,
+        methods: vec![method("echo"), method("add")],
+        declared: true,
+        ..Default::default()
+    };
+    fake.send(Kind::Hello(hello)).await;
+    assert!(matches!(fake.recv().await.kind, Some(Kind::Welcome(_))));
+    let instance = soon(load).await.unwrap().expect("the load succeeds");
+    let described = fx.host.describe("echo").await.unwrap();
+    let names: Vec<_> = described.methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!((described.declared, names), (true, vec!["add", "echo"]));
+
+    let mut watch = fx.host.monitor().watch("echo".into(), false);
+    let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"{}") };
+    let Err(refused) = instance.call("shout".into(), payload, None, "tester".into()) else {
+        panic!("a method the module did not declare is refused");
+    };
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(refused.message(), r#"module echo has no method "shout"; it has add, echo"#);
+
+    // The next frame the module sees is the declared call: the refused one never left the host.
+    let mut pending = call(&instance);
+    let request = fake.request().await;
+    assert_eq!(request.method, "echo");
+    fake.reply(request.id, "\"pong\"").await;
+    assert_eq!(answer(&mut pending).await.unwrap(), "\"pong\"");
+    drop(pending);
+
+    let codes: Vec<_> = std::iter::from_fn(|| watch.try_next())
+        .map(|line| match line.kind {
+            Some(pb::monitor_line::Kind::Call(c)) => (c.method, c.code, c.caller),
+            other => panic!("expected a call line, got {other:?}"),
+        })
+        .collect();
+    let tester = || "tester".to_owned();
+    assert_eq!(
+        codes,
+        [("shout".into(), "NOT_FOUND".into(), tester()), ("echo".into(), "OK".into(), tester())]
+    );
+}

@@ -117,6 +117,24 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RestartReply { successor_pid }))
     }
 
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeReply>, Status> {
+        Ok(Response::new(self.host.describe(&request.into_inner().service).await?))
+    }
+
+    type MonitorStream = super::monitor::MonitorStream;
+
+    async fn monitor(
+        &self,
+        request: Request<pb::MonitorRequest>,
+    ) -> Result<Response<Self::MonitorStream>, Status> {
+        let pb::MonitorRequest { pattern, payloads } = request.into_inner();
+        let watch = self.host.monitor().watch(pattern, payloads);
+        Ok(Response::new(super::monitor::MonitorStream::new(watch, self.shutdown.clone())))
+    }
+
     async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::StopReply>, Status> {
         tracing::info!("stop requested");
         self.shutdown.cancel();

@@ -86,8 +86,13 @@ impl FrameDoor {
                 peer.uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
             )))
         } else if version != preamble::VERSION {
+            let upgrade = if version > preamble::VERSION {
+                format!("upgrade the router (polis {})", super::versions::ROUTER_VERSION)
+            } else {
+                "upgrade the client".to_owned()
+            };
             End::Refused(Status::failed_precondition(format!(
-                "the client speaks frame-session version {version}; this router speaks {}",
+                "the client speaks frame-session version {version}; this router speaks {}: {upgrade}",
                 preamble::VERSION
             )))
         } else {
@@ -213,7 +218,11 @@ impl Connection {
                     let why = "SessionHello comes once, before any request";
                     return Some(End::Refused(Status::invalid_argument(why)));
                 }
-                let welcome = self.door.hub.welcome();
+                let protocol = match super::versions::negotiate(&hello) {
+                    Ok(protocol) => protocol,
+                    Err(status) => return Some(End::Refused(status)),
+                };
+                let welcome = self.door.hub.welcome(protocol);
                 self.session = Some(self.door.hub.register(hello));
                 let _ = self.outbox.send(Frame { kind: Some(Kind::SessionWelcome(welcome)) }).await;
             }

@@ -15,8 +15,10 @@ pub(crate) mod calls;
 mod frames;
 mod json;
 mod limit;
+mod monitor;
 mod service;
 mod sessions;
+mod versions;
 
 pub use sessions::SessionConfig;
 
@@ -103,6 +105,8 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         pid: record.pid,
         version: record.version.clone(),
         mesh_dir: mesh.root().display().to_string(),
+        protocol_versions: polis_mesh::versions::SESSION_PROTOCOLS.to_vec(),
+        features: versions::features(),
         ..Default::default()
     };
 

@@ -173,8 +173,9 @@ impl SessionHub {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no session hello in time")),
         };
+        let protocol = super::versions::negotiate(&hello)?;
         let (tx, rx) = mpsc::channel(16);
-        let _ = tx.send(down(session_down::Kind::Welcome(self.welcome()))).await;
+        let _ = tx.send(down(session_down::Kind::Welcome(self.welcome(protocol)))).await;
         let session = self.register(hello);
         let hub = self.clone();
         self.tracker.spawn(async move {
@@ -184,12 +185,14 @@ impl SessionHub {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    /// What the router tells a frontend that opens a session.
-    pub(crate) fn welcome(&self) -> pb::SessionWelcome {
+    /// What the router tells a frontend that opens a session speaking
+    /// `protocol` (see `versions`).
+    pub(crate) fn welcome(&self, protocol: u32) -> pb::SessionWelcome {
         pb::SessionWelcome {
             router_id: self.router_id.clone(),
             epoch: self.epoch,
             keepalive_interval_ms: self.config.keepalive_interval.as_millis() as u64,
+            ..super::versions::welcome(protocol)
         }
     }
 
@@ -198,6 +201,7 @@ impl SessionHub {
     /// `polis status`.
     pub(crate) fn register(&self, hello: pb::SessionHello) -> Registered {
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let protocol_version = super::versions::negotiate(&hello).unwrap_or(0);
         let name = if hello.name.is_empty() { "frontend".to_owned() } else { hello.name };
         tracing::info!("session opened: {name} (pid {}, node {})", hello.pid, hello.node_id);
         let key = self.table.insert(pb::SessionInfo {
@@ -205,6 +209,9 @@ impl SessionHub {
             name: name.clone(),
             pid: hello.pid,
             since,
+            protocol_version,
+            client_version: hello.client_version,
+            features: hello.features,
         });
         Registered { table: self.table.clone(), key, name, _lease: self.leases.take() }
     }
