@@ -73,7 +73,7 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
             "building polis's release binaries",
             cargo()
                 .current_dir(workspace())
-                .args(["build", "--release", "-p", "polis", "--bins", "--target-dir"])
+                .args(["build", "--release", "-p", "polis", "-p", "polis-examples", "--bins", "--target-dir"])
                 .arg(&target),
         )?;
     }
@@ -82,7 +82,7 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
         let path = release.join(name);
         anyhow::ensure!(
             path.is_file(),
-            "{} is missing: run `cargo build --release --bins` first",
+            "{} is missing: run `cargo build --release` first",
             path.display()
         );
         Ok(path)

@@ -84,7 +84,22 @@ impl Host {
                     ..Default::default()
                 }),
                 Ok(_) => {}
-                Err(e) => tracing::warn!("{e}"),
+                // A broken manifest is shown with its error, so that
+                // `polis status` says why a module cannot be called.
+                Err(e) => {
+                    let path = e.path();
+                    let name = path.parent().and_then(|d| d.file_name()).unwrap_or_default();
+                    let name = name.to_string_lossy().into_owned();
+                    if !infos.iter().any(|i| i.name == name) {
+                        infos.push(pb::ModuleInfo {
+                            name,
+                            state: "broken".into(),
+                            manifest: path.display().to_string(),
+                            last_error: e.to_string(),
+                            ..Default::default()
+                        });
+                    }
+                }
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
