@@ -22,12 +22,15 @@ Every error is one line on stderr: `error: CODE: message`.";
 #[derive(Debug, Parser)]
 #[command(name = "polis", version, propagate_version = true, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
-    /// The mesh directory [default: $XDG_RUNTIME_DIR/polis/<mesh>, else <tmp>/polis-<uid>/<mesh>]
-    #[arg(long, global = true, env = "POLIS_MESH_DIR", value_name = "DIR")]
+    // Both read their variable after parsing (`parse`), not through clap's
+    // `env`: clap counts a variable as a flag given, and a usage line would
+    // show `--modules-path <PATHS>` as if it were required.
+    /// The mesh directory [env: POLIS_MESH_DIR] [default: $XDG_RUNTIME_DIR/polis/<mesh>, else <tmp>/polis-<uid>/<mesh>]
+    #[arg(long, global = true, value_name = "DIR")]
     pub(crate) mesh_dir: Option<PathBuf>,
 
-    /// Where to look for modules, `:`-separated, before the user's data dir
-    #[arg(long, global = true, env = "POLIS_MODULES_PATH", value_name = "PATHS")]
+    /// Where to look for modules, `:`-separated, before the user's data dir [env: POLIS_MODULES_PATH]
+    #[arg(long, global = true, value_name = "PATHS")]
     pub(crate) modules_path: Option<String>,
 
     /// More logging on stderr (-v info, -vv debug); POLIS_LOG overrides
@@ -226,7 +229,8 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write it like `500ms`, `30s`, or milliseconds)"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write it like `500ms`, `30s`, or milliseconds)"))
 }
 
 /// The version line: polis's own and the wire protocols it speaks.
@@ -251,7 +255,12 @@ pub(crate) fn command() -> clap::Command {
 pub(crate) fn parse() -> Cli {
     use clap::FromArgMatches;
     let matches = command().try_get_matches().unwrap_or_else(|e| usage_error(e));
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e))
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    cli.mesh_dir = cli.mesh_dir.or_else(|| var("POLIS_MESH_DIR").map(PathBuf::from));
+    cli.modules_path =
+        cli.modules_path.or_else(|| var("POLIS_MODULES_PATH").map(|v| v.to_string_lossy().into_owned()));
+    cli
 }
 
 fn usage_error(error: clap::Error) -> ! {
@@ -261,7 +270,8 @@ fn usage_error(error: clap::Error) -> ! {
         ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) || !error.use_stderr() {
+    ) || !error.use_stderr()
+    {
         error.exit();
     }
     let text = error.render().to_string();

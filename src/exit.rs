@@ -65,9 +65,8 @@ pub(crate) fn line(exit: u8, text: &str) -> String {
 
 /// Whether `text` starts with `SOME_CODE: `.
 fn has_code(text: &str) -> bool {
-    text.split_once(": ").is_some_and(|(code, _)| {
-        code.len() > 2 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-    })
+    text.split_once(": ")
+        .is_some_and(|(code, _)| code.len() > 2 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
 }
 
 /// Whether `error` is a write to a stdout that nobody reads any more.

@@ -49,7 +49,11 @@ pub(super) async fn run(
                     Err(e) => {
                         let text = e.to_string();
                         let code = polis_client::code_name(e.code());
-                        if text.starts_with(code) { format!("error: {text}") } else { format!("error: {code}: {text}") }
+                        if text.starts_with(code) {
+                            format!("error: {text}")
+                        } else {
+                            format!("error: {code}: {text}")
+                        }
                     }
                 }
             }

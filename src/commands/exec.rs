@@ -54,7 +54,8 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> anyhow::Result<ExitCode> 
         anyhow::bail!("another router holds the fresh mesh at {}", dir.path().display());
     };
     let modules_path = cli.modules_path.as_deref().map(super::absolute_paths);
-    let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path.as_deref()));
+    let mut host =
+        polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path.as_deref()));
     host.grace = args.grace;
     let config = polis_node::router::RouterConfig {
         host,

@@ -142,7 +142,8 @@ fn exchange(new: &Path, dest: &Path) -> anyhow::Result<()> {
     #[cfg(not(target_os = "linux"))]
     {
         std::fs::remove_dir_all(dest).with_context(|| format!("cannot replace {}", dest.display()))?;
-        std::fs::rename(new, dest).with_context(|| format!("cannot move {} to {}", new.display(), dest.display()))?;
+        std::fs::rename(new, dest)
+            .with_context(|| format!("cannot move {} to {}", new.display(), dest.display()))?;
     }
     let _ = std::fs::remove_dir_all(new);
     Ok(())

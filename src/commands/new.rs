@@ -44,7 +44,9 @@ pub(crate) fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
     polis_node::manifest::validate_name(&args.name).map_err(|e| Failure::new(USAGE, e))?;
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists() {
-        return Err(Failure::new(USAGE, format!("{} exists already; pick another --dir", dir.display())).into());
+        return Err(
+            Failure::new(USAGE, format!("{} exists already; pick another --dir", dir.display())).into()
+        );
     }
     let files = match args.lang {
         Lang::Python => python(&args.name),
@@ -63,12 +65,16 @@ pub(crate) fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
     }
     let next = match args.lang {
         Lang::Python => format!("cd {0} && python3 -m unittest && polis module install .", dir.display()),
-        Lang::Rust => format!(
-            "cd {0} && cargo test && cargo install --path . && polis module install .",
-            dir.display()
-        ),
+        Lang::Rust => {
+            format!("cd {0} && cargo test && cargo install --path . && polis module install .", dir.display())
+        }
     };
-    say!("made module {} in {}; next: {next}; then `polis call {} hello`", args.name, dir.display(), args.name)?;
+    say!(
+        "made module {} in {}; next: {next}; then `polis call {} hello`",
+        args.name,
+        dir.display(),
+        args.name
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,10 +3,13 @@
 
 mod cli;
 mod election;
+mod exec;
 mod frames;
 mod frontends;
 mod hardening;
 mod hermetic;
+mod install;
+mod logs;
 mod meshdir;
 mod modules;
 mod neovim;

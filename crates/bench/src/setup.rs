@@ -80,11 +80,7 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
     let release = target.join("release");
     let found = |name: &str| -> anyhow::Result<PathBuf> {
         let path = release.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} is missing: run `cargo build --release` first",
-            path.display()
-        );
+        anyhow::ensure!(path.is_file(), "{} is missing: run `cargo build --release` first", path.display());
         Ok(path)
     };
     let pyecho = workspace().join("modules/pyecho/pyecho.py");
