@@ -122,7 +122,7 @@ fn a_module_that_would_not_load_is_not_installed() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(
         outside.join("module.toml"),
-        format!("name = \"outside\"\nversion = \"0.1.0\"\nexec = \"../tool\"\n"),
+        "name = \"outside\"\nversion = \"0.1.0\"\nexec = \"../tool\"\n",
     )
     .unwrap();
     std::fs::copy(ECHO, src.join("tool")).unwrap();
