@@ -157,8 +157,10 @@ pub(crate) struct RouterArgs {
     pub(crate) grace: Duration,
     /// How long to stay with no session and no call before exiting; `never`
     /// keeps the router until it is stopped (for a service manager)
-    #[arg(long, value_name = "DURATION", default_value = "30s", env = "POLIS_LINGER", value_parser = parse_linger)]
-    pub(crate) linger: Duration,
+    /// [default: 30s; `never` for a router systemd runs in the foreground,
+    /// which it tells by INVOCATION_ID]
+    #[arg(long, value_name = "DURATION", env = "POLIS_LINGER", value_parser = parse_linger)]
+    pub(crate) linger: Option<Duration>,
     /// Rotate a log in the mesh's `logs/` past this many bytes, keeping one
     /// older file (`router.log.1`)
     #[arg(long, value_name = "BYTES", default_value_t = crate::logs::DEFAULT_MAX_BYTES, env = "POLIS_LOG_MAX_BYTES")]
@@ -210,6 +212,16 @@ pub(crate) enum ModuleCommand {
     },
     /// Make a new module's skeleton (manifest, code and a test) in ./NAME
     New(crate::commands::new::NewArgs),
+}
+
+impl RouterArgs {
+    /// `--linger` or `POLIS_LINGER` if given; else `never` for a router in
+    /// the foreground of a systemd unit (systemd sets INVOCATION_ID), which
+    /// must not leave on its own, and 30s for any other.
+    pub(crate) fn linger(&self) -> Duration {
+        let systemd = std::env::var_os("INVOCATION_ID").is_some_and(|v| !v.is_empty());
+        self.linger.unwrap_or(if systemd && !self.detach { NEVER } else { Duration::from_secs(30) })
+    }
 }
 
 /// A linger that stands for "never": the router stays until stopped.

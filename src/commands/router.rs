@@ -51,7 +51,7 @@ pub(super) async fn run(
     host.grace = args.grace;
     host.max_frame_len = args.max_frame;
     let sessions = polis_node::router::SessionConfig {
-        linger: args.linger,
+        linger: args.linger(),
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
     };
@@ -120,7 +120,7 @@ fn successor(
         "--standby".into(),
         "--detach".into(),
         "--linger".into(),
-        duration(args.linger),
+        duration(args.linger()),
         "--keepalive-interval".into(),
         duration(args.keepalive_interval),
         "--keepalive-timeout".into(),

@@ -241,12 +241,21 @@ fn attach_prints_only_answers_on_stdout() {
 
 #[test]
 fn a_router_with_linger_never_stays_until_stopped() {
-    let (stays, leaves) = (mesh(), mesh());
+    let (stays, leaves, unit) = (mesh(), mesh(), mesh());
     let mut router = stays.start_router(&["--linger", "never"]);
     let pid = router.pid();
     // A call, then no session and no call: a lingering router would leave.
     stays.module("echo", ECHO, "");
     stays.run(&["call", "echo", "ping"]).code(0);
+    // A foreground router run by systemd (which sets INVOCATION_ID) stays
+    // without being told.
+    let mut cmd = unit.polis(&["router"]);
+    cmd.env("INVOCATION_ID", "0123456789abcdef");
+    let mut by_systemd = unit.start(cmd);
+    let unit_pid = by_systemd.pid();
+    unit.wait_for("the unit's router", || unit.router().filter(|r| r.pid == unit_pid));
+    unit.module("echo", ECHO, "");
+    unit.run(&["call", "echo", "ping"]).code(0);
     // The same in another mesh with a short linger, started after: it goes.
     leaves.module("echo", ECHO, "");
     let mut short = leaves.start_router(&["--linger", "100ms"]);
@@ -254,8 +263,20 @@ fn a_router_with_linger_never_stays_until_stopped() {
     assert!(short.wait(WAIT).0.success());
     assert!(router.try_exit().is_none(), "the router with --linger never is still there");
     assert_eq!(stays.router().map(|r| r.pid), Some(pid));
+    assert!(by_systemd.try_exit().is_none(), "the router systemd runs is still there");
     stays.run(&["stop"]).code(0);
     assert!(router.wait(WAIT).0.success());
+    // Its linger is `never`, not the default that outlasted this test: a
+    // planned successor is started with the same settings.
+    unit.run(&["router", "restart"]).code(0);
+    assert!(by_systemd.wait(WAIT).0.success(), "the old router left office");
+    let successor = unit.router().expect("the successor").pid;
+    let cmdline = std::fs::read(format!("/proc/{successor}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let at = args.iter().position(|a| *a == b"--linger").expect("--linger");
+    assert_eq!(args[at + 1], b"never", "{:?}", String::from_utf8_lossy(&cmdline));
+    unit.run(&["stop"]).code(0);
+    unit.wait_for("the successor to leave", || (!polis_testing::procs::is_running(successor)).then_some(()));
 }
 
 #[test]

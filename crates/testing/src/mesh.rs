@@ -82,6 +82,8 @@ impl TestMesh {
                 cmd.env_remove(name);
             }
         }
+        // Not a systemd unit's process, whatever runs the tests.
+        cmd.env_remove("INVOCATION_ID");
         let home = self.home();
         cmd.env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
