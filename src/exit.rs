@@ -37,13 +37,36 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Prints `error: …` on one line and picks the exit code.
+/// Prints `error: CODE: …` on one line and picks the exit code.
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     let code = error.downcast_ref::<Failure>().map_or(1, |f| f.code);
     // `{:#}` joins the context chain with ": ", on one line.
     let text = format!("{error:#}").replace('\n', " ");
-    eprintln!("error: {text}");
+    eprintln!("{}", line(code, &text));
     ExitCode::from(code)
+}
+
+/// `error: CODE: message`: a message that names its gRPC-style code already
+/// (a status from the router) keeps it; any other gets the code of its exit
+/// status, so that every error line can be read the same way.
+pub(crate) fn line(exit: u8, text: &str) -> String {
+    if has_code(text) {
+        return format!("error: {text}");
+    }
+    let code = match exit {
+        USAGE => "INVALID_ARGUMENT",
+        NOT_FOUND => "NOT_FOUND",
+        UNAVAILABLE => "UNAVAILABLE",
+        REFUSED => "FAILED_PRECONDITION",
+        _ => "INTERNAL",
+    };
+    format!("error: {code}: {text}")
+}
+
+/// Whether `text` starts with `SOME_CODE: `.
+fn has_code(text: &str) -> bool {
+    text.split_once(": ")
+        .is_some_and(|(code, _)| code.len() > 2 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
 }
 
 /// Whether `error` is a write to a stdout that nobody reads any more.

@@ -17,13 +17,12 @@ macro_rules! say {
 mod cli;
 mod commands;
 mod exit;
+mod logs;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     init_logging(cli.verbose);
     // One thread: a call crosses the router as a chain of task wake-ups
     // (gRPC stream, module writer, module reader), and on one thread each is

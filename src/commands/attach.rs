@@ -32,21 +32,29 @@ pub(super) async fn run(
     };
     let client = Client::connect(options).await.map_err(|e| Failure::new(UNAVAILABLE, e.to_string()))?;
     let mut out = tokio::io::stdout();
+    // Status goes to stderr: stdout carries answers only, one JSON value
+    // (or `error: CODE: message`) per line.
     if let Some(router) = mesh.current_router()? {
-        let line = format!("attached: router pid {}, epoch {}\n", router.pid, router.epoch.unwrap_or(0));
-        out.write_all(line.as_bytes()).await?;
-        out.flush().await?;
+        eprintln!("attached: router pid {}, epoch {}", router.pid, router.epoch.unwrap_or(0));
     }
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let answer = match parse(&line) {
             None => continue,
-            Some(Err(why)) => format!("error: {why}"),
+            Some(Err(why)) => crate::exit::line(USAGE, &why),
             Some(Ok((service, method, params))) => {
                 match client.call_json(service, method, &params, None).await {
                     Ok(value) => value.to_string(),
-                    Err(e) => format!("error: {e}"),
+                    Err(e) => {
+                        let text = e.to_string();
+                        let code = polis_client::code_name(e.code());
+                        if text.starts_with(code) {
+                            format!("error: {text}")
+                        } else {
+                            format!("error: {code}: {text}")
+                        }
+                    }
                 }
             }
         };

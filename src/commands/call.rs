@@ -1,7 +1,7 @@
 //! `polis call SERVICE METHOD [JSON]`: one call through the router, as a
 //! script's one-shot call ([`polis_client::Caller`]): no session.
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode};
 
 use polis_client::{CallOptions, Caller};
 use polis_discovery::MeshDir;
@@ -31,7 +31,7 @@ pub(super) async fn run(
     let name = format!("polis-cli/{}", std::process::id());
     let caller =
         Caller::connect_with(mesh, launcher.as_ref(), name, transport).await.map_err(rpc::failure)?;
-    let timeout = args.timeout.map(Duration::from_millis);
+    let timeout = args.timeout;
 
     let mut out = std::io::stdout().lock();
     if args.stream {

@@ -2,9 +2,14 @@
 
 mod attach;
 mod call;
+mod docs;
+pub(crate) mod exec;
+pub(crate) mod install;
 mod introspect;
+pub(crate) mod log;
 mod ls;
 mod monitor;
+pub(crate) mod new;
 mod resolve;
 mod router;
 mod rpc;
@@ -15,11 +20,19 @@ use std::process::ExitCode;
 use polis_discovery::{Listing, MeshDir};
 
 use crate::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, ModuleCommand},
     exit::{Failure, REFUSED},
 };
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that need no mesh directory at all.
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man => return docs::man(),
+        Command::Module(ModuleCommand::New(args)) => return new::run(args),
+        Command::Exec(args) => return exec::run(&cli, args).await,
+        _ => {}
+    }
     let mesh = open_mesh(&cli)?;
     let modules_path = cli.modules_path.as_deref().map(absolute_paths);
     let modules_path = modules_path.as_deref();
@@ -36,9 +49,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Router(args) => router::run(mesh, modules_path, &args).await,
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
+        Command::Module(ModuleCommand::Install(args)) => install::install(&mesh, &args).await,
+        Command::Module(ModuleCommand::Remove { name }) => install::remove(&mesh, &name).await,
         Command::Module(command) => status::module(&mesh, command).await,
         Command::Introspect(args) => introspect::run(&mesh, modules_path, args).await,
         Command::Monitor(args) => monitor::run(&mesh, args).await,
+        Command::Log(args) => log::run(&mesh, &args).await,
+        Command::Completions { .. } | Command::Man | Command::Exec(_) => unreachable!("handled above"),
     }
 }
 
@@ -52,7 +69,7 @@ fn launcher(modules_path: Option<&str>) -> polis_client::Launcher {
 }
 
 /// Opens the mesh directory; a refusal of it (unsafe or unusable) exits 5.
-fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
+pub(crate) fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
     let path = cli.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
     let context = || format!("cannot open the mesh at {}", path.display());
     MeshDir::open(&path).map_err(|e| {

@@ -41,11 +41,17 @@ pub(super) async fn run(
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // The router in office keeps the mesh's logs bounded, its own included.
+    let logs = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::logs::keep_bounded(
+        mesh.logs_dir(),
+        args.log_max_bytes,
+        shutdown.clone(),
+    )));
     let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
     host.grace = args.grace;
     host.max_frame_len = args.max_frame;
     let sessions = polis_node::router::SessionConfig {
-        linger: args.linger,
+        linger: args.linger(),
         keepalive_interval: args.keepalive_interval,
         keepalive_timeout: args.keepalive_timeout,
     };
@@ -58,6 +64,7 @@ pub(super) async fn run(
     };
     let served = polis_node::router::serve(term, config, shutdown).await;
     signals.abort();
+    drop(logs);
     served?;
     Ok(ExitCode::SUCCESS)
 }
@@ -105,13 +112,15 @@ fn successor(
     if let Some(paths) = modules_path {
         argv.extend(["--modules-path".into(), paths.into()]);
     }
-    let duration = |d: Duration| humantime::format_duration(d).to_string().into();
+    let duration = |d: Duration| {
+        if d == crate::cli::NEVER { "never".into() } else { humantime::format_duration(d).to_string().into() }
+    };
     argv.extend([
         "router".into(),
         "--standby".into(),
         "--detach".into(),
         "--linger".into(),
-        duration(args.linger),
+        duration(args.linger()),
         "--keepalive-interval".into(),
         duration(args.keepalive_interval),
         "--keepalive-timeout".into(),
@@ -120,6 +129,8 @@ fn successor(
         duration(args.grace),
         "--max-frame".into(),
         args.max_frame.to_string().into(),
+        "--log-max-bytes".into(),
+        args.log_max_bytes.to_string().into(),
     ]);
     (program, argv)
 }

@@ -37,6 +37,7 @@ pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCod
             }
         }
     }
+    say!()?;
     print_modules(&status.modules)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -46,7 +47,7 @@ fn print_modules(modules: &[pb::ModuleInfo]) -> std::io::Result<()> {
         return say!("modules  none found on the search path");
     }
     say!(
-        "\n{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
+        "{:<16} {:<10} {:>8} {:<9} {:<8} {:>8} {:>8}",
         "MODULE",
         "STATE",
         "PID",
@@ -123,6 +124,9 @@ pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Re
         ModuleCommand::Load { name } => admin.load_module(pb::ModuleRequest { name }).await,
         ModuleCommand::Unload { name } => admin.unload_module(pb::ModuleRequest { name }).await,
         ModuleCommand::Reload { name } => admin.reload_module(pb::ModuleRequest { name }).await,
+        ModuleCommand::Install(_) | ModuleCommand::Remove { .. } | ModuleCommand::New(_) => {
+            unreachable!("dispatched by commands::run")
+        }
     };
     let m = info.map_err(rpc::status)?.into_inner();
     let pid = if m.pid == 0 { String::new() } else { format!(", pid {}", m.pid) };

@@ -5,9 +5,7 @@
 
 use serde_json::json;
 
-use crate::util::{TestMesh, mesh};
-
-const RELAY: &str = env!("CARGO_BIN_EXE_polis-relay");
+use crate::util::{RELAY, TestMesh, mesh};
 
 /// A JSON-RPC module that calls other modules with `$/call`: `relay` sends
 /// its params' `call` as a `$/call` (with `parent` set to the request it

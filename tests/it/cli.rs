@@ -180,3 +180,144 @@ fn a_frontend_that_outlives_a_stop_launches_the_next_router() {
     assert_ne!(next.id, first.id, "by a router launched anew");
     frontend.quit();
 }
+
+/// `error: CODE: message`, one line.
+#[track_caller]
+fn assert_error_line(run: &polis_testing::Run, exit: i32, code: &str) -> String {
+    run.code(exit);
+    let stderr = run.stderr();
+    let first = stderr.lines().next().unwrap_or_default().to_owned();
+    assert!(first.starts_with(&format!("error: {code}: ")), "want `error: {code}: …`\n{run}");
+    first
+}
+
+#[test]
+fn every_error_line_names_its_code() {
+    let mesh = mesh();
+    let bad_json = mesh.run(&["call", "echo", "ping", "{bad"]);
+    let line = assert_error_line(&bad_json, 2, "INVALID_ARGUMENT");
+    assert!(line.contains("the params are not JSON"), "{line}");
+    assert_eq!(bad_json.stderr().lines().count(), 1, "{bad_json}");
+    let no_router = mesh.run(&["status"]);
+    assert!(assert_error_line(&no_router, 4, "UNAVAILABLE").contains("no router is running"), "{no_router}");
+    assert_error_line(&mesh.run(&["module", "list"]), 4, "UNAVAILABLE");
+    assert_error_line(&mesh.run(&["resolve", "nobody"]), 3, "NOT_FOUND");
+    assert_error_line(&mesh.run(&["call", "--no-launch", "echo", "ping"]), 4, "UNAVAILABLE");
+    assert_error_line(&mesh.run(&["--no-such-flag"]), 2, "INVALID_ARGUMENT");
+    let timeout = mesh.run(&["call", "--timeout", "soon", "echo", "ping"]);
+    assert!(assert_error_line(&timeout, 2, "INVALID_ARGUMENT").contains("--timeout"), "{timeout}");
+    let linger = mesh.run(&["router", "--linger", "forever"]);
+    assert!(assert_error_line(&linger, 2, "INVALID_ARGUMENT").contains("never"), "{linger}");
+}
+
+#[test]
+fn timeout_reads_durations_and_bare_milliseconds() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.start_router(&[]);
+    for timeout in ["2s", "300"] {
+        let run = mesh.run(&["call", "--timeout", timeout, "echo", "sleep", r#"{"ms":60000}"#]);
+        assert_error_line(&run, 4, "DEADLINE_EXCEEDED");
+    }
+    let run = mesh.run(&["call", "--timeout", "30s", "echo", "ping"]);
+    assert_eq!(run.code(0).stdout().trim(), "\"pong\"");
+}
+
+#[test]
+fn attach_prints_only_answers_on_stdout() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let mut attach = mesh.start_frontend("shell");
+    assert!(attach.stderr().starts_with("attached: router pid "), "status on stderr: {}", attach.stderr());
+    assert_eq!(attach.call("echo ping"), "\"pong\"", "the first stdout line is the first answer");
+    let value: serde_json::Value = serde_json::from_str(&attach.call(r#"echo echo {"a":[1,2]}"#)).unwrap();
+    assert_eq!(value, serde_json::json!({"a": [1, 2]}));
+    let error = attach.call("echo");
+    assert!(error.starts_with("error: INVALID_ARGUMENT: expected SERVICE METHOD"), "{error}");
+    let error = attach.call("nosuch ping");
+    assert!(error.starts_with("error: NOT_FOUND: "), "{error}");
+    attach.quit();
+}
+
+#[test]
+fn a_router_with_linger_never_stays_until_stopped() {
+    let (stays, leaves, unit) = (mesh(), mesh(), mesh());
+    let mut router = stays.start_router(&["--linger", "never"]);
+    let pid = router.pid();
+    // A call, then no session and no call: a lingering router would leave.
+    stays.module("echo", ECHO, "");
+    stays.run(&["call", "echo", "ping"]).code(0);
+    // A foreground router run by systemd (which sets INVOCATION_ID) stays
+    // without being told.
+    let mut cmd = unit.polis(&["router"]);
+    cmd.env("INVOCATION_ID", "0123456789abcdef");
+    let mut by_systemd = unit.start(cmd);
+    let unit_pid = by_systemd.pid();
+    unit.wait_for("the unit's router", || unit.router().filter(|r| r.pid == unit_pid));
+    unit.module("echo", ECHO, "");
+    unit.run(&["call", "echo", "ping"]).code(0);
+    // The same in another mesh with a short linger, started after: it goes.
+    leaves.module("echo", ECHO, "");
+    let mut short = leaves.start_router(&["--linger", "100ms"]);
+    leaves.run(&["call", "echo", "ping"]).code(0);
+    assert!(short.wait(WAIT).0.success());
+    assert!(router.try_exit().is_none(), "the router with --linger never is still there");
+    assert_eq!(stays.router().map(|r| r.pid), Some(pid));
+    assert!(by_systemd.try_exit().is_none(), "the router systemd runs is still there");
+    stays.run(&["stop"]).code(0);
+    assert!(router.wait(WAIT).0.success());
+    // Its linger is `never`, not the default that outlasted this test: a
+    // planned successor is started with the same settings.
+    unit.run(&["router", "restart"]).code(0);
+    assert!(by_systemd.wait(WAIT).0.success(), "the old router left office");
+    let successor = unit.router().expect("the successor").pid;
+    let cmdline = std::fs::read(format!("/proc/{successor}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let at = args.iter().position(|a| *a == b"--linger").expect("--linger");
+    assert_eq!(args[at + 1], b"never", "{:?}", String::from_utf8_lossy(&cmdline));
+    unit.run(&["stop"]).code(0);
+    unit.wait_for("the successor to leave", || (!polis_testing::procs::is_running(successor)).then_some(()));
+}
+
+#[test]
+fn help_version_usage_and_module_list_read_cleanly() {
+    let mesh = mesh();
+    let help = mesh.run(&["--help"]).code(0).stdout();
+    assert!(help.contains("Exit codes:") && help.contains("4  unavailable"), "{help}");
+    let version = mesh.run(&["--version"]).code(0).stdout();
+    assert!(version.starts_with("polis 0.1.0 (module protocol 1, frame session preamble 1"), "{version}");
+
+    // A variable is not a flag given: the usage line does not show it.
+    let mut cmd = mesh.command(crate::util::POLIS);
+    cmd.env("POLIS_MODULES_PATH", &mesh.modules).env("POLIS_MESH_DIR", &mesh.dir).arg("call");
+    let run = mesh.run_command(cmd);
+    let usage = run.code(2).stderr();
+    let usage = usage.lines().find(|l| l.starts_with("Usage:")).unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(usage, "Usage: polis call <SERVICE> <METHOD> [PARAMS]");
+
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.start_router(&[]);
+    let list = mesh.run(&["module", "list"]).code(0).stdout();
+    assert!(list.starts_with("MODULE "), "no blank line first: {list:?}");
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let mesh = mesh();
+    let bash = mesh.run(&["completions", "bash"]).code(0).stdout();
+    assert!(bash.contains("_polis()") && bash.contains("install"), "{bash}");
+    let file = mesh.root().join("polis.bash");
+    std::fs::write(&file, &bash).unwrap();
+    let mut check = mesh.command("bash");
+    check.arg("-n").arg(&file);
+    mesh.run_command(check).code(0);
+    let zsh = mesh.run(&["completions", "zsh"]).code(0).stdout();
+    assert!(zsh.starts_with("#compdef polis"), "{zsh}");
+    let fish = mesh.run(&["completions", "fish"]).code(0).stdout();
+    assert!(fish.contains("complete -c polis"), "{fish}");
+    mesh.run(&["completions", "tcsh"]).code(2);
+
+    let man = mesh.run(&["man"]).code(0).stdout();
+    assert!(man.contains(".TH polis 1"), "{man}");
+    assert!(man.contains("Exit codes") && man.contains("completions"), "{man}");
+}

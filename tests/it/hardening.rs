@@ -49,7 +49,7 @@ fn ls_and_resolve_finish_with_a_warning_when_a_fifo_is_a_record() {
     let run = mesh.run(&["resolve", "x"]);
     run.code(3);
     assert!(run.stderr().contains(&warning), "{}", run.stderr());
-    assert!(run.stderr().contains("error: no live node serves \"x\""), "{}", run.stderr());
+    assert!(run.stderr().contains("error: NOT_FOUND: no live node serves \"x\""), "{}", run.stderr());
 }
 
 #[test]

@@ -4,12 +4,15 @@
 mod calls;
 mod cli;
 mod election;
+mod exec;
 mod frames;
 mod frontends;
 mod grpc;
 mod hardening;
 mod hermetic;
+mod install;
 mod introspect;
+mod logs;
 mod meshdir;
 mod modules;
 mod neovim;

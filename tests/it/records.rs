@@ -76,7 +76,7 @@ fn resolve_prints_contract_json_or_exits_3() {
     let mesh = mesh();
     let run = mesh.run(&["resolve", "nothing-here"]);
     run.code(3);
-    assert!(run.stderr().starts_with("error: no live node serves \"nothing-here\""), "{run}");
+    assert!(run.stderr().starts_with("error: NOT_FOUND: no live node serves \"nothing-here\""), "{run}");
     assert_eq!(run.stderr().lines().count(), 1, "one error line\n{run}");
 
     let _router = mesh.spawn(&["router"]);

@@ -4,12 +4,49 @@
 pub(crate) use polis_testing::{Process, TestMesh, WAIT, listing, wait_until};
 
 pub(crate) const POLIS: &str = env!("CARGO_BIN_EXE_polis");
-pub(crate) const ECHO: &str = env!("CARGO_BIN_EXE_polis-echo");
-pub(crate) const COUNTER: &str = env!("CARGO_BIN_EXE_polis-counter");
+/// The example modules, a package of their own (`modules/examples`, so that
+/// `cargo install --path .` leaves them out), built beside `polis`: their
+/// paths are known at compile time, and [`mesh`] builds them if needed.
+pub(crate) const ECHO: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-echo");
+pub(crate) const COUNTER: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-counter");
+pub(crate) const RELAY: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-relay");
 
 /// A fresh hermetic temp mesh run by this package's `polis`.
 pub(crate) fn mesh() -> TestMesh {
+    examples();
     TestMesh::new(POLIS).expect("create a temp mesh")
+}
+
+/// Builds `polis-examples` once per test binary, with the same cargo and
+/// profile, into the target dir `polis` is in: `cargo test --test it` alone
+/// does not build another package's binaries.
+pub(crate) fn examples() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        use std::path::Path;
+        let bin_dir = Path::new(POLIS).parent().expect("polis is in a directory");
+        let target = bin_dir.parent().expect("the profile dir is in the target dir");
+        // The user's own cargo and toolchain: a build tool, not under test.
+        let mut cmd = polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "-p", "polis-examples", "--bins", "--manifest-path"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target);
+        match bin_dir.file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let build = polis_testing::Run::within(cmd, std::time::Duration::from_secs(600), None);
+        assert!(build.status().success(), "cargo build -p polis-examples failed\n{build}");
+        for exe in [ECHO, COUNTER, RELAY] {
+            assert!(Path::new(exe).is_file(), "{exe} was not built");
+        }
+    });
 }
 
 /// A JSON-RPC module that never answers `wait`, and appends the id of every

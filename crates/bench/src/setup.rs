@@ -73,18 +73,14 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
             "building polis's release binaries",
             cargo()
                 .current_dir(workspace())
-                .args(["build", "--release", "-p", "polis", "--bins", "--target-dir"])
+                .args(["build", "--release", "-p", "polis", "-p", "polis-examples", "--bins", "--target-dir"])
                 .arg(&target),
         )?;
     }
     let release = target.join("release");
     let found = |name: &str| -> anyhow::Result<PathBuf> {
         let path = release.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} is missing: run `cargo build --release --bins` first",
-            path.display()
-        );
+        anyhow::ensure!(path.is_file(), "{} is missing: run `cargo build --release` first", path.display());
         Ok(path)
     };
     let pyecho = workspace().join("modules/pyecho/pyecho.py");

@@ -136,6 +136,15 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The manifest file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ManifestError::Read { path, .. } | ManifestError::Invalid { path, .. } => path,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -143,7 +152,7 @@ struct RawManifest {
     version: String,
     #[serde(default)]
     description: String,
-    exec: String,
+    exec: exec::RawExec,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default = "default_protocol")]
@@ -223,8 +232,8 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     let depends =
         raw.depends.iter().map(|d| parse_dependency(d)).collect::<Result<_, _>>().map_err(&invalid)?;
     let calls = parse_calls(raw.calls.as_ref()).map_err(&invalid)?;
-    let exec = dir.join(&raw.exec);
-    check_executable(&exec).map_err(&invalid)?;
+    let path_var = std::env::var_os("PATH");
+    let exec = exec::resolve(dir, &raw.exec, path_var.as_deref(), check_executable).map_err(&invalid)?;
     let config = serde_json::to_value(&raw.config).map_err(|e| invalid(format!("[config]: {e}")))?;
 
     Ok(Manifest {
@@ -295,6 +304,12 @@ fn check_executable(exec: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The user's own modules, where `polis module install` puts them and the
+/// search path ends: `~/.local/share/polis/modules` on Linux.
+pub fn user_dir() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|base| base.data_dir().join("polis").join("modules"))
+}
+
 /// Where manifests are looked up, in order.
 #[derive(Debug, Clone, Default)]
 pub struct ModulePath {
@@ -344,9 +359,7 @@ impl ModulePath {
             .filter(|p| !p.as_os_str().is_empty())
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .collect();
-        if let Some(base) = directories::BaseDirs::new() {
-            dirs.push(base.data_dir().join("polis").join("modules"));
-        }
+        dirs.extend(user_dir());
         Self { dirs }
     }
 
@@ -453,5 +466,6 @@ impl ModulePath {
     }
 }
 
+mod exec;
 #[cfg(test)]
 mod tests;

@@ -82,6 +82,8 @@ impl TestMesh {
                 cmd.env_remove(name);
             }
         }
+        // Not a systemd unit's process, whatever runs the tests.
+        cmd.env_remove("INVOCATION_ID");
         let home = self.home();
         cmd.env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
@@ -180,8 +182,14 @@ impl TestMesh {
     pub fn frontend(&self, mut cmd: Command) -> Process {
         cmd.stdin(Stdio::piped());
         let mut node = self.start(cmd);
-        let line = node.line();
-        assert!(line.starts_with("attached: "), "a frontend says so: {line:?}\n{}", node.describe());
+        // `attached: …` is a status line on stderr: stdout carries answers only.
+        let deadline = Instant::now() + WAIT;
+        while !node.stderr().lines().any(|l| l.starts_with("attached: ")) {
+            if node.try_exit().is_some() || Instant::now() > deadline {
+                panic!("a frontend says `attached: ` on stderr\n{}", node.describe());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         node
     }
 

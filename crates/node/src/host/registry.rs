@@ -1,7 +1,10 @@
 //! The registry: one entry per module the router knows, and what
 //! `polis status` shows of each.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use polis_mesh::pb;
 
@@ -71,8 +74,13 @@ impl Host {
     /// Every module known: loaded ones, and those available on the search path.
     pub(crate) fn modules(&self) -> Vec<pb::ModuleInfo> {
         let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
-        let mut infos: Vec<pb::ModuleInfo> =
-            entries.iter().map(|e| self.info(e, &e.state.lock().expect("state lock"))).collect();
+        let mut infos: Vec<pb::ModuleInfo> = entries
+            .iter()
+            .map(|e| self.info(e, &e.state.lock().expect("state lock")))
+            // A module removed from disk (`polis module remove`) is no
+            // longer available, though the router remembers it.
+            .filter(|i| i.state != "available" || i.manifest.is_empty() || Path::new(&i.manifest).exists())
+            .collect();
         for manifest in self.config.modules_path.scan() {
             match manifest {
                 Ok(m) if !infos.iter().any(|i| i.name == m.name) => infos.push(pb::ModuleInfo {
@@ -84,7 +92,22 @@ impl Host {
                     ..Default::default()
                 }),
                 Ok(_) => {}
-                Err(e) => tracing::warn!("{e}"),
+                // A broken manifest is shown with its error, so that
+                // `polis status` says why a module cannot be called.
+                Err(e) => {
+                    let path = e.path();
+                    let name = path.parent().and_then(|d| d.file_name()).unwrap_or_default();
+                    let name = name.to_string_lossy().into_owned();
+                    if !infos.iter().any(|i| i.name == name) {
+                        infos.push(pb::ModuleInfo {
+                            name,
+                            state: "broken".into(),
+                            manifest: path.display().to_string(),
+                            last_error: e.to_string(),
+                            ..Default::default()
+                        });
+                    }
+                }
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
