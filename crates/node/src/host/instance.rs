@@ -69,6 +69,9 @@ pub(crate) struct Instance {
     /// Cancelled once the link is over and the process reaped.
     closed: CancellationToken,
     exit: OnceLock<Exit>,
+    /// The module's publishes and subscriptions (`bus::LinkEvents`).
+    // std Mutex: frames are handled synchronously, never across an await.
+    events: Mutex<crate::bus::LinkEvents>,
 }
 
 /// How an instance ended.
@@ -96,6 +99,8 @@ pub(crate) struct Parts {
     pub(crate) reader: LinkReader,
     pub(crate) writer: LinkWriter,
     pub(crate) log: PathBuf,
+    /// The event bus the module publishes to and subscribes on.
+    pub(crate) bus: Arc<crate::bus::Bus>,
 }
 
 /// The process behind a link.
@@ -121,8 +126,9 @@ impl Instance {
     /// Starts the writer and the driver of a handshaken module on `tracker`.
     pub(crate) fn run(parts: Parts, tracker: &TaskTracker) -> Arc<Self> {
         let (outbound, rx) = mpsc::channel(1024);
+        let events = Mutex::new(crate::bus::LinkEvents::new(parts.bus, outbound.clone(), parts.name.clone()));
         let instance = Arc::new(Self {
-            name: parts.name,
+            name: parts.name.clone(),
             version: parts.version,
             pid: parts.process.pid(),
             node_id: match &parts.process {
@@ -140,6 +146,7 @@ impl Instance {
             release: CancellationToken::new(),
             closed: CancellationToken::new(),
             exit: OnceLock::new(),
+            events,
         });
         let stop_writing = instance.closed.clone();
         tracker.spawn(write_loop(
@@ -234,6 +241,8 @@ impl Instance {
 
     /// Routes a frame from the module to the call waiting for it.
     fn dispatch(&self, frame: Frame) {
+        // Publish, Subscribe, Unsubscribe: the bus's.
+        let Some(frame) = self.events.lock().expect("events lock").handle(frame) else { return };
         let Some(Kind::Reply(reply)) = frame.kind else {
             tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name);
             return;
@@ -267,6 +276,8 @@ impl Instance {
     fn close(&self, exit: Exit) {
         let reason = exit.reason.clone();
         let _ = self.exit.set(exit);
+        // Its subscriptions end with the link.
+        self.events.lock().expect("events lock").close();
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         for (_, sender) in pending {
             let _ = sender.send(Err(Status::unavailable(reason.clone())));

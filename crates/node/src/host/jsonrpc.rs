@@ -5,6 +5,8 @@
 //! which calls never do. A streamed item is a `$/item` notification; a
 //! final `null` result after items ends the stream without another item.
 
+mod events;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -42,7 +44,7 @@ pub(crate) fn encode(frame: &Frame) -> Option<Vec<u8>> {
             Some(line(&serde_json::json!({"jsonrpc": "2.0", "method": "$/cancel", "params": {"id": c.id}})))
         }
         Kind::Shutdown(_) => Some(line(&serde_json::json!({"jsonrpc": "2.0", "method": "shutdown"}))),
-        _ => None,
+        kind => events::encode(kind).map(|value| line(&value)),
     }
 }
 
@@ -77,6 +79,9 @@ pub(crate) fn decode(line: &str) -> Result<Option<Frame>, String> {
         return Err("not JSON-RPC 2.0 (\"jsonrpc\": \"2.0\" is missing)".into());
     }
     if let Some(method) = field("method") {
+        if let Some(frame) = events::decode(method, &fields)? {
+            return Ok(Some(frame));
+        }
         if method != "\"$/item\"" {
             tracing::debug!("ignoring notification {method}");
             return Ok(None);

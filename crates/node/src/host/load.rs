@@ -93,6 +93,7 @@ impl Host {
                 state.instance = Some(instance.clone());
                 state.manifest = Some(manifest.clone());
             }
+            self.announce_started(&instance);
             self.tracker.spawn(self.clone().supervise(entry.clone(), instance.clone()));
             Ok(instance)
         })
@@ -200,6 +201,7 @@ impl Host {
             reader,
             writer,
             log,
+            bus: self.bus.clone(),
         };
         Ok(Instance::run(parts, &self.tracker))
     }
@@ -256,6 +258,7 @@ impl Host {
                 reader,
                 writer,
                 log: self.mesh.logs_dir().join(format!("{}.log", hello.name)),
+                bus: self.bus.clone(),
             };
             let instance = Instance::run(parts, &self.tracker);
             state.instance = Some(instance.clone());
@@ -269,6 +272,7 @@ impl Host {
             if hello.resumed { "re-parented" } else { "self-loaded" }
         );
         entry.attached.notify_waiters();
+        self.announce_started(&instance);
         self.tracker.spawn(self.clone().supervise(entry.clone(), instance));
         Ok(rx)
     }

@@ -16,6 +16,7 @@
 //! - `instance`: one running module; `link` and `jsonrpc`: its wire;
 //!   `spawn`: the one place its process is started, behind a seam for tests.
 
+mod events;
 mod handshake;
 mod instance;
 mod jsonrpc;
@@ -105,6 +106,8 @@ pub(crate) struct Host {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     tracker: TaskTracker,
     closing: CancellationToken,
+    /// The event bus every link shares.
+    bus: Arc<crate::bus::Bus>,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -128,11 +131,17 @@ impl Host {
             entries: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
+            bus: Arc::default(),
         })
     }
 
     pub(crate) fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The event bus, shared by modules, frontends and the router.
+    pub(crate) fn bus(&self) -> &Arc<crate::bus::Bus> {
+        &self.bus
     }
 }
 

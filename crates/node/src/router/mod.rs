@@ -170,6 +170,11 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     tracing::info!(epoch = term.epoch(), handing_over, "router leaving office");
     stop_accepting.cancel();
     term.withdraw_record();
+    // Before the sessions hear RouterLeaving, so that subscribers can see it.
+    host.bus().announce(
+        "polis.router.leaving",
+        &serde_json::json!({"router": record.id.to_string(), "pid": record.pid, "epoch": term.epoch(), "handover": handing_over}),
+    );
     leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
     if handing_over {
