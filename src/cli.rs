@@ -47,6 +47,30 @@ pub(crate) enum Command {
     /// Manage modules at run time
     #[command(subcommand)]
     Module(ModuleCommand),
+    /// Print one JSON line per event matching PATTERN, until interrupted
+    Watch(WatchArgs),
+    /// Publish one event: TOPIC with a JSON value
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// A topic, or a prefix ending in `*` (`*` alone: every event)
+    pub(crate) pattern: String,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The topic (not `polis.…`: those are the router's)
+    pub(crate) topic: String,
+    /// The value, as JSON (default: null)
+    pub(crate) value: Option<String>,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
 }
 
 #[derive(Debug, Args)]

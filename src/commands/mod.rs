@@ -7,6 +7,7 @@ mod resolve;
 mod router;
 mod rpc;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(&mesh, args.json).await,
         Command::Stop => status::stop(&mesh).await,
         Command::Module(command) => status::module(&mesh, command).await,
+        Command::Watch(args) => watch::watch(&mesh, modules_path, args).await,
+        Command::Publish(args) => watch::publish(&mesh, modules_path, args).await,
     }
 }
 
