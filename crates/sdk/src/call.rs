@@ -22,6 +22,7 @@ pub struct Call {
     pub(super) config: Arc<Value>,
     pub(super) deadline: Option<Instant>,
     pub(super) cancel: CancellationToken,
+    pub(super) events: Arc<crate::events::Events>,
 }
 
 impl Call {
@@ -82,6 +83,31 @@ impl Call {
     /// Whether the call was cancelled or its deadline has passed.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled() || self.deadline.is_some_and(|deadline| deadline <= Instant::now())
+    }
+
+    /// Publishes `value` as JSON on `topic`, to every subscription that
+    /// matches it in the mesh. A topic may not be empty, hold `*` or spaces,
+    /// or start `polis.` (the router's own).
+    pub async fn publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
+        self.events.publish(topic, value).await
+    }
+
+    /// Subscribes to `pattern` (a topic, or a prefix ending in `*`; `*` is
+    /// every topic). The subscription outlives the call, and the link: it
+    /// lasts until dropped, on whichever router is in office.
+    ///
+    /// ```
+    /// # use polis_sdk::{Call, Module, Notice};
+    /// Module::new("listener", "0.1.0").method("first", |call: Call| async move {
+    ///     let mut notes = call.subscribe("notes.*").await?;
+    ///     match notes.next().await {
+    ///         Some(Notice::Event { topic, .. }) => Ok(topic),
+    ///         _ => Ok(String::new()),
+    ///     }
+    /// });
+    /// ```
+    pub async fn subscribe(&self, pattern: &str) -> Result<crate::Subscription, ModuleError> {
+        self.events.subscribe(pattern).await
     }
 
     /// All parameters, deserialized as a `T`.

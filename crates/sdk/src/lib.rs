@@ -60,6 +60,7 @@
 
 mod bridge;
 mod call;
+mod events;
 mod links;
 mod session;
 mod stdio;
@@ -74,6 +75,7 @@ use polis_mesh::pb::Payload;
 use serde::Serialize;
 
 pub use call::{Call, Items, ModuleError};
+pub use events::{Notice, Subscription};
 /// gRPC status codes, for [`ModuleError::new`].
 pub use tonic::Code;
 
@@ -116,6 +118,8 @@ pub struct Module {
     mesh_dir: Option<PathBuf>,
     /// How long to wait for a new router after losing the link.
     reattach_wait: Duration,
+    /// Its subscriptions, kept across links.
+    events: Arc<events::Events>,
 }
 
 impl fmt::Debug for Module {
@@ -141,6 +145,7 @@ impl Module {
             node_id: None,
             mesh_dir: None,
             reattach_wait: DEFAULT_REATTACH_WAIT,
+            events: Arc::default(),
         }
     }
 

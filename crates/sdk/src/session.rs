@@ -109,6 +109,7 @@ impl Session {
         let writer_done = CancellationToken::new();
         let lost = CancellationToken::new();
         let task = write_frames(writer, rx, writer_done.clone(), lost.clone(), module.name.clone());
+        module.events.attach(&tx);
         Self {
             module,
             config,
@@ -134,6 +135,9 @@ impl Session {
                 Ok(Some(Frame { kind: Some(Kind::Cancel(cancel)) })) => self.cancel(cancel.id),
                 Ok(Some(Frame { kind: Some(Kind::Shutdown(shutdown)) })) => {
                     return End::Shutdown(Duration::from_millis(shutdown.grace_ms.into()));
+                }
+                Ok(Some(Frame { kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))) })) => {
+                    self.module.events.deliver(kind);
                 }
                 Ok(Some(other)) => self.ignore(&other),
                 Ok(None) => return End::Lost,
@@ -208,6 +212,7 @@ impl Session {
             config: self.config.clone(),
             deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms)),
             cancel: token.clone(),
+            events: self.module.events.clone(),
         };
         let items = Items { id, tx: self.tx.clone() };
         let tx = self.tx.clone();
