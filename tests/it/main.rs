@@ -3,6 +3,7 @@
 
 mod cli;
 mod election;
+mod events;
 mod frames;
 mod frontends;
 mod hardening;
