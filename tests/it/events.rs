@@ -390,3 +390,36 @@ async fn a_jsonrpc_module_subscribes_and_publishes() {
     assert!(e.to_string().contains("bad pattern"), "{e}");
     c.close().await;
 }
+
+#[test]
+fn a_neovim_callback_gets_an_event_on_the_main_loop() {
+    let mesh = mesh();
+    let _router = mesh.start_router(&[]);
+    let mut nvim = crate::neovim::Nvim::start(
+        &mesh,
+        "events",
+        r##"
+  local c = assert(polis.connect{ mesh_dir = MESH, launch = false })
+  local got, lagged = {}, nil
+  local id = assert(c:subscribe("notes.*", function(topic, value)
+    got.topic, got.n = topic, value.n
+    got.fast = vim.in_fast_event()
+    got.api = pcall(vim.api.nvim_buf_set_lines, 0, 0, -1, false, { "event " .. topic })
+  end, function(count) lagged = count end))
+  report("bad", c:subscribe("a*b", function() end))
+  report("subscribed", id)
+  assert(vim.wait(20000, function() return got.topic ~= nil end, 5), "no event")
+  report("event", got.topic, got.n, got.fast, got.api, vim.api.nvim_buf_get_lines(0, 0, 1, false)[1])
+  report("lagged", lagged)
+  c:unsubscribe(id)
+  c:close()
+"##,
+    );
+    nvim.wait_line("subscribed");
+    mesh.run(&["publish", "notes.changed", r#"{"n": 7}"#, "--no-launch"]).code(0);
+    let report = nvim.finish();
+    assert_eq!(report.get("event"), "notes.changed 7 false true event notes.changed", "on the main loop, with the API");
+    assert_eq!(report.get("lagged"), "nil");
+    let bad = report.get("bad");
+    assert!(bad.starts_with("nil INVALID_ARGUMENT: bad pattern"), "{bad}");
+}
