@@ -423,3 +423,34 @@ fn a_neovim_callback_gets_an_event_on_the_main_loop() {
     let bad = report.get("bad");
     assert!(bad.starts_with("nil INVALID_ARGUMENT: bad pattern"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_clients_subscribe_and_publish() {
+    let mesh = mesh();
+    let _router = mesh.start_router(&[]);
+    let record = mesh.router().expect("a router");
+    let mut grpc = pb::router_client::RouterClient::new(polis_client::dial(&record).await.expect("dial"));
+    let mut events = grpc
+        .subscribe(pb::SubscribeRequest { pattern: "g.*".into() })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // A frame client's event and a gRPC client's both arrive.
+    let c = client(&mesh, "c").await;
+    c.publish("g.frames", &json!(1)).unwrap();
+    let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data: b"2".to_vec().into() };
+    let request = pb::PublishRequest { topic: "g.grpc".into(), payload: Some(payload), publisher: "py".into() };
+    let delivered = grpc.publish(request).await.expect("publish").into_inner().delivered;
+    assert_eq!(delivered, 1, "to the one subscription");
+    for (topic, publisher, data) in [("g.frames", "c", "1"), ("g.grpc", "py", "2")] {
+        let reply = tokio::time::timeout(WAIT, events.message()).await.expect("in time").expect("ok").expect("an item");
+        let Some(pb::subscribe_reply::Kind::Event(e)) = reply.kind else { panic!("{reply:?}") };
+        assert_eq!((e.topic.as_str(), e.publisher.as_str(), &e.payload.unwrap().data[..]), (topic, publisher, data.as_bytes()));
+    }
+    let bad = grpc.subscribe(pb::SubscribeRequest { pattern: "a*b".into() }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let reserved = pb::PublishRequest { topic: "polis.module.started".into(), ..Default::default() };
+    let refused = grpc.publish(reserved).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    c.close().await;
+}

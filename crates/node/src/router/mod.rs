@@ -11,6 +11,7 @@
 mod accept;
 mod admin;
 mod calls;
+mod events;
 mod frames;
 mod service;
 mod sessions;
