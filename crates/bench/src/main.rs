@@ -20,6 +20,7 @@
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
+mod events;
 mod floor;
 mod machine;
 mod norgopolis;
@@ -80,6 +81,9 @@ enum Peer {
     /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
     #[command(hide = true)]
     CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
+    /// The event bus alone: deliveries/s, publish-to-delivery latency, a
+    /// stalled subscriber; printed, not written to BENCHMARKS.md.
+    Events,
 }
 
 /// One line of progress on stderr.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
+        Some(Peer::Events) => events::run(!args.no_build),
         None => bench(&args),
     };
     match result {
