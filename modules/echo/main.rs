@@ -97,7 +97,9 @@ async fn watch(call: Call, items: Items) -> Result<(), ModuleError> {
     items.send("subscribed").await?;
     for _ in 0..count {
         match events.next().await {
-            Some(Notice::Event { topic, value, .. }) => items.send(json!({"topic": topic, "value": value})).await?,
+            Some(Notice::Event { topic, value, .. }) => {
+                items.send(json!({"topic": topic, "value": value})).await?
+            }
             Some(Notice::Lagged { count }) => items.send(json!({ "lagged": count })).await?,
             Some(_) | None => break,
         }

@@ -14,7 +14,12 @@ use crate::{
     exit::{Failure, UNAVAILABLE, USAGE},
 };
 
-async fn connect(mesh: &MeshDir, modules_path: Option<&str>, name: String, no_launch: bool) -> anyhow::Result<Client> {
+async fn connect(
+    mesh: &MeshDir,
+    modules_path: Option<&str>,
+    name: String,
+    no_launch: bool,
+) -> anyhow::Result<Client> {
     let options = ClientOptions {
         name,
         mesh_dir: Some(mesh.root().to_owned()),
@@ -25,8 +30,13 @@ async fn connect(mesh: &MeshDir, modules_path: Option<&str>, name: String, no_la
     Client::connect(options).await.map_err(|e| Failure::new(UNAVAILABLE, e.to_string()).into())
 }
 
-pub(super) async fn watch(mesh: &MeshDir, modules_path: Option<&str>, args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let client = connect(mesh, modules_path, format!("polis-watch/{}", std::process::id()), args.no_launch).await?;
+pub(super) async fn watch(
+    mesh: &MeshDir,
+    modules_path: Option<&str>,
+    args: WatchArgs,
+) -> anyhow::Result<ExitCode> {
+    let client =
+        connect(mesh, modules_path, format!("polis-watch/{}", std::process::id()), args.no_launch).await?;
     let mut events = client.subscribe(&args.pattern).await.map_err(rpc::failure)?;
     // On stderr, so that stdout stays one event per line: scripts wait for it.
     eprintln!("watching {}", args.pattern);
@@ -44,8 +54,12 @@ pub(super) async fn watch(mesh: &MeshDir, modules_path: Option<&str>, args: Watc
                 out.write_all(format!("{line}\n").as_bytes()).await?;
                 out.flush().await?;
             }
-            Some(Notice::Lagged { count: 0 }) => eprintln!("warning: the router changed; events may have been lost"),
-            Some(Notice::Lagged { count }) => eprintln!("warning: {count} events lost: this watch fell behind"),
+            Some(Notice::Lagged { count: 0 }) => {
+                eprintln!("warning: the router changed; events may have been lost")
+            }
+            Some(Notice::Lagged { count }) => {
+                eprintln!("warning: {count} events lost: this watch fell behind")
+            }
             Some(_) => {}
             None => break,
         }
@@ -55,13 +69,18 @@ pub(super) async fn watch(mesh: &MeshDir, modules_path: Option<&str>, args: Watc
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn publish(mesh: &MeshDir, modules_path: Option<&str>, args: PublishArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn publish(
+    mesh: &MeshDir,
+    modules_path: Option<&str>,
+    args: PublishArgs,
+) -> anyhow::Result<ExitCode> {
     let value: serde_json::Value = match &args.value {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| Failure::new(USAGE, format!("the value is not JSON ({e})")))?,
         None => serde_json::Value::Null,
     };
-    let client = connect(mesh, modules_path, format!("polis-publish/{}", std::process::id()), args.no_launch).await?;
+    let client =
+        connect(mesh, modules_path, format!("polis-publish/{}", std::process::id()), args.no_launch).await?;
     let published = client.publish(&args.topic, &value).map_err(rpc::failure);
     // Goodbye follows the publish on the same connection, so it is sent first.
     client.close().await;

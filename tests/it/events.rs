@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use crate::util::{ECHO, WAIT, mesh, wait_until};
 
 async fn client(mesh: &TestMesh, name: &str) -> Client {
-    let options = ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new(name) };
+    let options =
+        ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new(name) };
     Client::connect(options).await.expect("connect")
 }
 
@@ -46,7 +47,12 @@ impl Raw {
         let (read, write) = tokio::io::split(conn);
         let codec = FrameCodec::new(32 << 20);
         let mut raw = Raw { reader: FrameReader::new(read, codec), writer: FrameWriter::new(write, codec) };
-        let hello = pb::SessionHello { node_id: String::new(), name: "raw".into(), pid: 0, client_version: String::new() };
+        let hello = pb::SessionHello {
+            node_id: String::new(),
+            name: "raw".into(),
+            pid: 0,
+            client_version: String::new(),
+        };
         raw.send(Kind::SessionHello(hello)).await;
         assert!(matches!(raw.next().await, Some(Kind::SessionWelcome(_))));
         raw
@@ -84,7 +90,9 @@ impl Raw {
 /// Starts `polis watch PATTERN` and waits until it has subscribed.
 fn watch(mesh: &TestMesh, pattern: &str) -> polis_testing::Process {
     let watcher = mesh.spawn(&["watch", pattern, "--no-launch"]);
-    wait_until(WAIT, &mesh.dir, "polis watch to subscribe", || watcher.stderr().contains("watching").then_some(()));
+    wait_until(WAIT, &mesh.dir, "polis watch to subscribe", || {
+        watcher.stderr().contains("watching").then_some(())
+    });
     watcher
 }
 
@@ -107,7 +115,10 @@ async fn a_modules_event_reaches_two_frontends_and_polis_watch() {
         assert_eq!(got.json().unwrap(), json!({"file": "a.norg", "n": 1}));
     }
     let line = tokio::task::block_in_place(|| watcher.line());
-    assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), json!({"topic": "notes.changed", "value": {"file": "a.norg", "n": 1}}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap(),
+        json!({"topic": "notes.changed", "value": {"file": "a.norg", "n": 1}})
+    );
 
     // A frontend's own publish, and a topic that only one pattern matches.
     b.publish("notes.saved", &json!(2)).expect("publish");
@@ -126,7 +137,8 @@ async fn a_module_subscribes_through_the_sdk() {
     mesh.module("echo", ECHO, "");
     let _router = mesh.start_router(&[]);
     let c = client(&mesh, "c").await;
-    let mut items = c.call_stream("echo", "watch", &json!({"pattern": "ping.*", "count": 2})).await.expect("watch");
+    let mut items =
+        c.call_stream("echo", "watch", &json!({"pattern": "ping.*", "count": 2})).await.expect("watch");
     assert_eq!(next(&mut items).await, json!("subscribed"));
     c.publish("ping.one", &json!({"n": 1})).expect("publish");
     c.publish("pong.skipped", &json!(0)).expect("publish");
@@ -158,8 +170,11 @@ async fn the_router_announces_a_module_that_starts_and_crashes() {
     let pid = started["pid"].as_u64().expect("a pid") as i32;
     assert!(polis_testing::procs::is_running(pid as u32), "the announced pid is echo's");
 
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::KILL)
-        .expect("SIGKILL echo");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .expect("SIGKILL echo");
     let crashed = event(&mut lifecycle).await;
     assert_eq!(crashed.topic, "polis.module.crashed");
     let crashed = crashed.json().unwrap();
@@ -187,7 +202,9 @@ async fn a_stalled_subscriber_lags_alone() {
     for round in 0..ROUNDS {
         for i in 0..PER_ROUND {
             let n = round * PER_ROUND + i;
-            publisher.publish("load.tick", &json!({"n": n, "pad": "0123456789abcdef0123456789abcdef"})).unwrap();
+            publisher
+                .publish("load.tick", &json!({"n": n, "pad": "0123456789abcdef0123456789abcdef"}))
+                .unwrap();
         }
         for i in 0..PER_ROUND {
             let got = event(&mut on_live).await.json().unwrap();
@@ -203,7 +220,8 @@ async fn a_stalled_subscriber_lags_alone() {
     while received + lost < total {
         match stalled.next().await {
             Some(Kind::Event(e)) => {
-                let n = serde_json::from_slice::<Value>(&e.payload.unwrap().data).unwrap()["n"].as_u64().unwrap();
+                let n =
+                    serde_json::from_slice::<Value>(&e.payload.unwrap().data).unwrap()["n"].as_u64().unwrap();
                 assert!(last.is_none_or(|l| n > l), "events stay in order");
                 last = Some(n);
                 received += 1;
@@ -234,7 +252,9 @@ async fn subscriptions_survive_a_router_sigkill() {
     assert_eq!(event(&mut notes).await.topic, "notes.before");
 
     router.kill();
-    tokio::task::block_in_place(|| mesh.wait_for("the standby to take office", || mesh.router().filter(|r| r.pid == standby.pid())));
+    tokio::task::block_in_place(|| {
+        mesh.wait_for("the standby to take office", || mesh.router().filter(|r| r.pid == standby.pid()))
+    });
     match tokio::time::timeout(WAIT, notes.next()).await {
         Ok(Some(Notice::Lagged { count: 0 })) => {}
         other => panic!("expected a lag notice for the router change, got {other:?}"),
@@ -285,9 +305,14 @@ async fn bad_events_get_clear_errors_and_hurt_nothing_else() {
     // dropped by the router from a raw connection.
     let e = c.publish("polis.module.started", &json!({})).unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    let cli = tokio::task::block_in_place(|| mesh.run(&["publish", "polis.router.leaving", "{}", "--no-launch"]));
+    let cli =
+        tokio::task::block_in_place(|| mesh.run(&["publish", "polis.router.leaving", "{}", "--no-launch"]));
     cli.code(1);
-    assert!(cli.stderr().contains("PERMISSION_DENIED") && cli.stderr().contains("router's own"), "{}", cli.stderr());
+    assert!(
+        cli.stderr().contains("PERMISSION_DENIED") && cli.stderr().contains("router's own"),
+        "{}",
+        cli.stderr()
+    );
     let mut raw = Raw::open(&mesh).await;
     raw.publish("polis.module.crashed", b"{}".to_vec()).await;
     raw.publish("", b"1".to_vec()).await;
@@ -418,7 +443,11 @@ fn a_neovim_callback_gets_an_event_on_the_main_loop() {
     nvim.wait_line("subscribed");
     mesh.run(&["publish", "notes.changed", r#"{"n": 7}"#, "--no-launch"]).code(0);
     let report = nvim.finish();
-    assert_eq!(report.get("event"), "notes.changed 7 false true event notes.changed", "on the main loop, with the API");
+    assert_eq!(
+        report.get("event"),
+        "notes.changed 7 false true event notes.changed",
+        "on the main loop, with the API"
+    );
     assert_eq!(report.get("lagged"), "nil");
     let bad = report.get("bad");
     assert!(bad.starts_with("nil INVALID_ARGUMENT: bad pattern"), "{bad}");
@@ -430,22 +459,27 @@ async fn grpc_clients_subscribe_and_publish() {
     let _router = mesh.start_router(&[]);
     let record = mesh.router().expect("a router");
     let mut grpc = pb::router_client::RouterClient::new(polis_client::dial(&record).await.expect("dial"));
-    let mut events = grpc
-        .subscribe(pb::SubscribeRequest { pattern: "g.*".into() })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut events =
+        grpc.subscribe(pb::SubscribeRequest { pattern: "g.*".into() }).await.expect("subscribe").into_inner();
     // A frame client's event and a gRPC client's both arrive.
     let c = client(&mesh, "c").await;
     c.publish("g.frames", &json!(1)).unwrap();
     let payload = pb::Payload { content_type: polis_mesh::JSON.into(), data: b"2".to_vec().into() };
-    let request = pb::PublishRequest { topic: "g.grpc".into(), payload: Some(payload), publisher: "py".into() };
+    let request =
+        pb::PublishRequest { topic: "g.grpc".into(), payload: Some(payload), publisher: "py".into() };
     let delivered = grpc.publish(request).await.expect("publish").into_inner().delivered;
     assert_eq!(delivered, 1, "to the one subscription");
     for (topic, publisher, data) in [("g.frames", "c", "1"), ("g.grpc", "py", "2")] {
-        let reply = tokio::time::timeout(WAIT, events.message()).await.expect("in time").expect("ok").expect("an item");
+        let reply = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("an item");
         let Some(pb::subscribe_reply::Kind::Event(e)) = reply.kind else { panic!("{reply:?}") };
-        assert_eq!((e.topic.as_str(), e.publisher.as_str(), &e.payload.unwrap().data[..]), (topic, publisher, data.as_bytes()));
+        assert_eq!(
+            (e.topic.as_str(), e.publisher.as_str(), &e.payload.unwrap().data[..]),
+            (topic, publisher, data.as_bytes())
+        );
     }
     let bad = grpc.subscribe(pb::SubscribeRequest { pattern: "a*b".into() }).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");

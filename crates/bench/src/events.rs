@@ -38,7 +38,8 @@ async fn measure(bins: &setup::Polis) -> anyhow::Result<()> {
     mesh.module("echo", &bins.echo, "");
     let _router = tokio::task::block_in_place(|| mesh.start_router(&["--linger", "5s"]));
     let connect = |name: &str| {
-        let options = ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new(name) };
+        let options =
+            ClientOptions { mesh_dir: Some(mesh.dir.clone()), launch: None, ..ClientOptions::new(name) };
         Client::connect(options)
     };
     let publisher = connect("publisher").await?;
@@ -58,7 +59,10 @@ async fn measure(bins: &setup::Polis) -> anyhow::Result<()> {
     let stalled = stalled_subscriber(&mesh).await?;
     let slowed = throughput(&publisher, &mut subscribers, &value).await?;
     drop(stalled);
-    println!("deliveries/s, {SUBSCRIBERS} subscribers + 1 stalled: {slowed:.0} ({:+.1} %)", (slowed / base - 1.0) * 100.0);
+    println!(
+        "deliveries/s, {SUBSCRIBERS} subscribers + 1 stalled: {slowed:.0} ({:+.1} %)",
+        (slowed / base - 1.0) * 100.0
+    );
 
     progress(&format!("events: {LATENCY_SAMPLES} publish-to-delivery round trips, then as many warm calls"));
     let one = connect("latency").await?;

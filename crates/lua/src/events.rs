@@ -49,7 +49,9 @@ pub(crate) fn add_methods<M: UserDataMethods<LuaClient>>(methods: &mut M) {
             let mut subscription = this
                 .runtime
                 .block_on(async { tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.subscribe(&pattern)).await })
-                .map_err(|_| format!("DEADLINE_EXCEEDED: no answer to the subscription within {SUBSCRIBE_TIMEOUT:?}"))?
+                .map_err(|_| {
+                    format!("DEADLINE_EXCEEDED: no answer to the subscription within {SUBSCRIBE_TIMEOUT:?}")
+                })?
                 .map_err(error_text)?;
             let id = this.next_id;
             this.next_id += 1;
@@ -75,7 +77,11 @@ pub(crate) fn add_methods<M: UserDataMethods<LuaClient>>(methods: &mut M) {
                         };
                         events.queue.lock().expect("event queue").push_back(pending);
                         // As in Completions::push: a wake-up, never blocking.
-                        let _ = rustix::net::send(&completions.wake, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+                        let _ = rustix::net::send(
+                            &completions.wake,
+                            &[1],
+                            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+                        );
                     }
                 },
                 this.runtime.handle(),

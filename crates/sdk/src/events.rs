@@ -98,7 +98,9 @@ impl Events {
     }
 
     pub(crate) async fn publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
-        if topic.is_empty() || topic.contains('*') || topic.chars().any(|c| c.is_whitespace() || c.is_control())
+        if topic.is_empty()
+            || topic.contains('*')
+            || topic.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(ModuleError::invalid_argument(format!(
                 "bad topic {topic:?}: not empty, no `*`, no spaces or control characters"
@@ -146,10 +148,8 @@ impl Events {
         match kind {
             Kind::Event(e) => {
                 if let Some(sub) = state.subs.get(&e.subscription) {
-                    let value = e
-                        .payload
-                        .and_then(|p| serde_json::from_slice(&p.data).ok())
-                        .unwrap_or(Value::Null);
+                    let value =
+                        e.payload.and_then(|p| serde_json::from_slice(&p.data).ok()).unwrap_or(Value::Null);
                     notify(sub, Notice::Event { topic: e.topic, value, publisher: e.publisher });
                 }
             }

@@ -136,7 +136,9 @@ impl Session {
                 Ok(Some(Frame { kind: Some(Kind::Shutdown(shutdown)) })) => {
                     return End::Shutdown(Duration::from_millis(shutdown.grace_ms.into()));
                 }
-                Ok(Some(Frame { kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))) })) => {
+                Ok(Some(Frame {
+                    kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))),
+                })) => {
                     self.module.events.deliver(kind);
                 }
                 Ok(Some(other)) => self.ignore(&other),

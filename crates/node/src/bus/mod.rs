@@ -31,8 +31,8 @@ use polis_mesh::pb;
 use tonic::Status;
 
 pub(crate) use link::LinkEvents;
-pub(crate) use pattern::check_topic;
 use pattern::Pattern;
+pub(crate) use pattern::check_topic;
 pub(crate) use port::Port;
 use queue::{Published, Queue};
 
@@ -83,13 +83,15 @@ impl Bus {
         let table = self.table.read().expect("bus lock");
         let exact = table.exact.get(&topic).map(Vec::as_slice).unwrap_or_default();
         let first_prefix = table.prefixes.iter().position(|(p, _)| topic.starts_with(p.as_str()));
-        let Some(first_prefix) = first_prefix.or(if exact.is_empty() { None } else { Some(table.prefixes.len()) })
+        let Some(first_prefix) =
+            first_prefix.or(if exact.is_empty() { None } else { Some(table.prefixes.len()) })
         else {
             return Ok(0);
         };
         let event = Arc::new(Published { topic, payload, publisher: publisher.to_owned() });
         let mut delivered = 0;
-        let prefixes = table.prefixes[first_prefix..].iter().filter(|(p, _)| event.topic.starts_with(p.as_str()));
+        let prefixes =
+            table.prefixes[first_prefix..].iter().filter(|(p, _)| event.topic.starts_with(p.as_str()));
         for target in exact.iter().chain(prefixes.map(|(_, t)| t)) {
             target.queue.push(target.subscription, event.clone());
             delivered += 1;
@@ -111,7 +113,8 @@ impl Bus {
     /// Adds a subscription; the answer is queued on the link either way.
     fn subscribe(&self, link: u64, queue: &Arc<Queue>, id: u64, pattern: &str) {
         let result = self.try_subscribe(link, queue, id, pattern);
-        let error = result.err().map(|s| pb::Error { code: s.code() as i32, message: s.message().to_owned() });
+        let error =
+            result.err().map(|s| pb::Error { code: s.code() as i32, message: s.message().to_owned() });
         // Queued after the subscription is in the table, and before any of
         // its events: the queue keeps that order.
         queue.answer(id, error);

@@ -107,7 +107,10 @@ mod tests {
     fn topics() {
         assert!(check_topic("notes.changed", false).is_ok());
         assert!(check_topic("polis.module.started", true).is_ok());
-        assert_eq!(check_topic("polis.module.started", false).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            check_topic("polis.module.started", false).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
         for bad in ["", "a*", "a b"] {
             assert_eq!(check_topic(bad, false).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
         }

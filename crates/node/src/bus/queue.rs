@@ -23,10 +23,19 @@ pub(crate) struct Published {
 /// What the reader takes from a queue, in order.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Event { subscription: u64, event: Arc<Published> },
-    Lagged { subscription: u64, count: u64 },
+    Event {
+        subscription: u64,
+        event: Arc<Published>,
+    },
+    Lagged {
+        subscription: u64,
+        count: u64,
+    },
     /// The answer to a Subscribe: never dropped, never counted.
-    Subscribed { id: u64, error: Option<pb::Error> },
+    Subscribed {
+        id: u64,
+        error: Option<pb::Error>,
+    },
 }
 
 impl Out {

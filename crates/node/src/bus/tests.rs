@@ -8,14 +8,22 @@ use tokio::sync::mpsc;
 use super::{Bus, MAX_SUBSCRIPTIONS, Port};
 
 fn payload(text: &str) -> pb::Payload {
-    pb::Payload { content_type: polis_mesh::JSON.into(), data: bytes::Bytes::copy_from_slice(text.as_bytes()) }
+    pb::Payload {
+        content_type: polis_mesh::JSON.into(),
+        data: bytes::Bytes::copy_from_slice(text.as_bytes()),
+    }
 }
 
 async fn next(rx: &mut mpsc::Receiver<Frame>) -> Kind {
     tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap().kind.unwrap()
 }
 
-async fn subscribed(port: &Port, rx: &mut mpsc::Receiver<Frame>, id: u64, pattern: &str) -> Option<pb::Error> {
+async fn subscribed(
+    port: &Port,
+    rx: &mut mpsc::Receiver<Frame>,
+    id: u64,
+    pattern: &str,
+) -> Option<pb::Error> {
     port.subscribe(id, pattern);
     match next(rx).await {
         Kind::Subscribed(s) if s.id == id => s.error,
@@ -38,7 +46,10 @@ async fn events_reach_every_matching_subscription_once() {
     for _ in 0..3 {
         match next(&mut rx).await {
             Kind::Event(e) => {
-                assert_eq!((e.topic.as_str(), &e.payload.unwrap().data[..], e.publisher.as_str()), ("notes.changed", &b"1"[..], "test"));
+                assert_eq!(
+                    (e.topic.as_str(), &e.payload.unwrap().data[..], e.publisher.as_str()),
+                    ("notes.changed", &b"1"[..], "test")
+                );
                 subs.push(e.subscription);
             }
             other => panic!("{other:?}"),

@@ -79,7 +79,10 @@ impl Router for RouterService {
         Ok(Response::new(stream))
     }
 
-    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishReply>, Status> {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
         let pb::PublishRequest { topic, payload, publisher } = request.into_inner();
         let publisher = if publisher.is_empty() { "grpc".to_owned() } else { publisher };
         let delivered = self.host.bus().publish(&publisher, false, topic, payload.unwrap_or_default())?;

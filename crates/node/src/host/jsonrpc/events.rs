@@ -37,7 +37,9 @@ pub(super) fn decode(method: &str, fields: &HashMap<String, &RawValue>) -> Resul
         "\"$/publish\"" => {
             let p: PublishParams<'_> =
                 serde_json::from_str(params()).map_err(|e| format!("bad $/publish params ({e})"))?;
-            let data = p.value.map_or_else(|| Bytes::from_static(b"null"), |v| Bytes::copy_from_slice(v.get().as_bytes()));
+            let data = p
+                .value
+                .map_or_else(|| Bytes::from_static(b"null"), |v| Bytes::copy_from_slice(v.get().as_bytes()));
             Kind::Publish(pb::Publish {
                 topic: p.topic,
                 payload: Some(pb::Payload { content_type: polis_mesh::JSON.into(), data }),
@@ -94,14 +96,17 @@ mod tests {
 
     #[test]
     fn publish_subscribe_and_unsubscribe_become_frames() {
-        let frame = decode_line(r#"{"jsonrpc":"2.0","method":"$/publish","params":{"topic":"a.b","value":{"x":1}}}"#)
-            .unwrap()
-            .unwrap();
+        let frame =
+            decode_line(r#"{"jsonrpc":"2.0","method":"$/publish","params":{"topic":"a.b","value":{"x":1}}}"#)
+                .unwrap()
+                .unwrap();
         let Some(Kind::Publish(p)) = frame.kind else { panic!("{frame:?}") };
         assert_eq!((p.topic.as_str(), &p.payload.unwrap().data[..]), ("a.b", &br#"{"x":1}"#[..]));
 
         let frame =
-            decode_line(r#"{"jsonrpc":"2.0","id":7,"method":"$/subscribe","params":{"pattern":"a.*"}}"#).unwrap().unwrap();
+            decode_line(r#"{"jsonrpc":"2.0","id":7,"method":"$/subscribe","params":{"pattern":"a.*"}}"#)
+                .unwrap()
+                .unwrap();
         let Some(Kind::Subscribe(s)) = frame.kind else { panic!("{frame:?}") };
         assert_eq!((s.id, s.pattern.as_str()), (7, "a.*"));
 
@@ -120,7 +125,10 @@ mod tests {
             kind: Some(Kind::Event(pb::Event {
                 subscription: 7,
                 topic: "a.b".into(),
-                payload: Some(pb::Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"[1]") }),
+                payload: Some(pb::Payload {
+                    content_type: polis_mesh::JSON.into(),
+                    data: Bytes::from_static(b"[1]"),
+                }),
                 publisher: "m".into(),
             })),
         };
