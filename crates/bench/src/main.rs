@@ -68,6 +68,10 @@ struct Args {
     /// Leave Norgopolis out (its cells then say so).
     #[arg(long)]
     skip_norgopolis: bool,
+    /// Measure the event bus alone (deliveries/s, publish-to-delivery
+    /// latency, a stalled subscriber's cost) and print the figures.
+    #[arg(long)]
+    events: bool,
     #[command(subcommand)]
     peer: Option<Peer>,
 }
@@ -81,9 +85,6 @@ enum Peer {
     /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
     #[command(hide = true)]
     CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
-    /// The event bus alone: deliveries/s, publish-to-delivery latency, a
-    /// stalled subscriber; printed, not written to BENCHMARKS.md.
-    Events,
 }
 
 /// One line of progress on stderr.
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
-        Some(Peer::Events) => events::run(!args.no_build),
+        None if args.events => events::run(!args.no_build),
         None => bench(&args),
     };
     match result {
