@@ -137,7 +137,11 @@ impl Events {
             .map_err(|_| ModuleError::unavailable("the router link is closed"))?;
         match answered.await {
             Ok(None) => Ok(subscription),
-            Ok(Some(error)) => Err(ModuleError::new(error.code, error.message)),
+            Ok(Some(error)) => {
+                // Refused: nothing to unsubscribe when `subscription` drops.
+                self.forget(id);
+                Err(ModuleError::new(error.code, error.message))
+            }
             Err(_) => Err(ModuleError::unavailable("the router link closed before it answered")),
         }
     }

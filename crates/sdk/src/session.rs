@@ -167,6 +167,9 @@ impl Session {
                     }
                     Ok(Some(Frame { kind: Some(Kind::Cancel(cancel)) })) => self.cancel(cancel.id),
                     Ok(Some(Frame { kind: Some(Kind::Shutdown(_)) })) => {}
+                    Ok(Some(Frame {
+                        kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))),
+                    })) => self.module.events.deliver(kind),
                     Ok(Some(other)) => self.ignore(&other),
                     // The router may close our input after Shutdown; the grace still holds.
                     Ok(None) | Err(_) => reading = false,
