@@ -180,6 +180,23 @@ async fn the_router_announces_a_module_that_starts_and_crashes() {
     let crashed = crashed.json().unwrap();
     assert_eq!((crashed["module"].as_str(), crashed["pid"].as_i64()), (Some("echo"), Some(pid as i64)));
     assert!(crashed["reason"].as_str().unwrap().contains("signal 9"), "{crashed}");
+
+    // Loaded again, then unloaded: started, then stopped (not crashed).
+    tokio::task::block_in_place(|| {
+        mesh.run(&["module", "load", "echo"]).code(0);
+    });
+    let again = event(&mut lifecycle).await;
+    assert_eq!(again.topic, "polis.module.started");
+    let new_pid = again.json().unwrap()["pid"].clone();
+    assert_ne!(new_pid, json!(pid), "a new process");
+    tokio::task::block_in_place(|| {
+        mesh.run(&["module", "unload", "echo"]).code(0);
+    });
+    let stopped = event(&mut lifecycle).await;
+    assert_eq!(stopped.topic, "polis.module.stopped");
+    let stopped = stopped.json().unwrap();
+    assert_eq!((stopped["module"].as_str(), &stopped["pid"]), (Some("echo"), &new_pid));
+    assert!(stopped["reason"].as_str().unwrap().contains("stopped by the router"), "{stopped}");
     drop(router);
     c.close().await;
 }
