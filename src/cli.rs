@@ -78,6 +78,10 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff), e.g. `polis man > ~/.local/share/man/man1/polis.1`
     Man,
+    /// Print one JSON line per event matching PATTERN, until interrupted
+    Watch(WatchArgs),
+    /// Publish one event: TOPIC with a JSON value
+    Publish(PublishArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +103,26 @@ pub(crate) struct MonitorArgs {
     /// Show the request and reply payloads too
     #[arg(long)]
     pub(crate) payloads: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// A topic, or a prefix ending in `*` (`*` alone: every event)
+    pub(crate) pattern: String,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The topic (not `polis.…`: those are the router's)
+    pub(crate) topic: String,
+    /// The value, as JSON (default: null)
+    pub(crate) value: Option<String>,
+    /// Fail (exit 4) instead of launching a router when none runs
+    #[arg(long)]
+    pub(crate) no_launch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,7 +17,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use polis_sdk::{Call, Items, Module, ModuleError};
+use polis_sdk::{Call, Items, Module, ModuleError, Notice};
 use serde_json::{Value, json};
 
 // A current-thread runtime is plenty: handlers wait, they do not compute.
@@ -51,6 +51,16 @@ async fn main() -> ExitCode {
         .doc("fail", "fails with the gRPC status code and message given")
         .method("sleep", sleep)
         .doc("sleep", "answers after ms milliseconds")
+        // Events: `publish {topic, value}` publishes one; the stream `watch
+        // {pattern, count}` subscribes, says "subscribed", then forwards
+        // `count` events as they come.
+        .method("publish", |call: Call| async move {
+            let topic: String = call.param("topic")?;
+            let value: Value = call.param_or("value", Value::Null)?;
+            call.publish(&topic, &value).await?;
+            Ok(Value::Null)
+        })
+        .stream("watch", watch)
         .method("crash", |_call: Call| async {
             eprintln!("echo: crashing on request");
             // Leaves mid-call without answering: the router reports the
@@ -89,6 +99,26 @@ async fn stream(call: Call, items: Items) -> Result<(), ModuleError> {
         items.send(json!(i)).await?;
     }
     // Returning ends the stream. An `Err` here would end it with that error.
+    Ok(())
+}
+
+/// `watch {pattern, count}`: "subscribed", then `count` notices as
+/// `{"topic", "value"}` or `{"lagged": n}`.
+async fn watch(call: Call, items: Items) -> Result<(), ModuleError> {
+    let pattern: String = call.param("pattern")?;
+    let count: u64 = call.param_or("count", 1)?;
+    // The subscription lasts as long as `events` does: here, the call.
+    let mut events = call.subscribe(&pattern).await?;
+    items.send("subscribed").await?;
+    for _ in 0..count {
+        match events.next().await {
+            Some(Notice::Event { topic, value, .. }) => {
+                items.send(json!({"topic": topic, "value": value})).await?
+            }
+            Some(Notice::Lagged { count }) => items.send(json!({ "lagged": count })).await?,
+            Some(_) | None => break,
+        }
+    }
     Ok(())
 }
 

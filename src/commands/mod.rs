@@ -14,6 +14,7 @@ mod resolve;
 mod router;
 mod rpc;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(args) => monitor::run(&mesh, args).await,
         Command::Log(args) => log::run(&mesh, &args).await,
         Command::Completions { .. } | Command::Man | Command::Exec(_) => unreachable!("handled above"),
+        Command::Watch(args) => watch::watch(&mesh, modules_path, args).await,
+        Command::Publish(args) => watch::publish(&mesh, modules_path, args).await,
     }
 }
 

@@ -59,8 +59,10 @@ fn introspect_shows_a_rust_modules_methods_with_docs_and_schemas() {
         ["echo", "unary"],
         ["fail", "unary"],
         ["ping", "unary"],
+        ["publish", "unary"],
         ["sleep", "unary"],
         ["stream", "stream"],
+        ["watch", "stream"],
     ];
     assert_eq!(rows, expected, "{run}");
     assert!(out.contains("answers \"pong\""), "{run}");
@@ -135,7 +137,7 @@ fn a_rust_modules_unknown_method_is_not_found_at_the_router_listing_its_methods(
     // The SDK's own answer would end at `"nope"`: the list is the router's.
     assert_eq!(
         run.code(3).error_line(),
-        r#"error: NOT_FOUND: module echo has no method "nope"; it has crash, echo, fail, ping, sleep, stream"#,
+        r#"error: NOT_FOUND: module echo has no method "nope"; it has crash, echo, fail, ping, publish, sleep, stream, watch"#,
         "{run}"
     );
     let run = mesh.run(&["introspect", "nosuch"]);
@@ -301,7 +303,7 @@ fn polis_status_shows_the_versions_on_each_side() {
     let out = run.code(0).stdout();
     assert!(
         out.contains(&format!(
-            "versions router polis {version}, protocol 1, features introspect, monitor; this client polis {version}, protocol 1"
+            "versions router polis {version}, protocol 1, features events, module-calls, introspect, monitor; this client polis {version}, protocol 1"
         )),
         "{run}"
     );

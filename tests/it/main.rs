@@ -4,6 +4,7 @@
 mod calls;
 mod cli;
 mod election;
+mod events;
 mod exec;
 mod frames;
 mod frontends;

@@ -86,7 +86,7 @@ vim.cmd(ok and "qa!" or "cq!")
 "##;
 
 /// A headless Neovim running one script; killed and reaped on drop.
-struct Nvim {
+pub(crate) struct Nvim {
     name: String,
     process: Process,
     out: PathBuf,
@@ -94,7 +94,7 @@ struct Nvim {
 
 impl Nvim {
     /// Starts `nvim --headless` on `body` (Lua, run after [`PRELUDE`]).
-    fn start(mesh: &TestMesh, name: &str, body: &str) -> Self {
+    pub(crate) fn start(mesh: &TestMesh, name: &str, body: &str) -> Self {
         let root = mesh.root();
         let libdir = root.join("lua");
         if !libdir.exists() {
@@ -136,7 +136,7 @@ impl Nvim {
     }
 
     /// Waits for a report line that starts with `key`, and gives the rest.
-    fn wait_line(&mut self, key: &str) -> String {
+    pub(crate) fn wait_line(&mut self, key: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(rest) = find(&self.report(), key) {
@@ -151,7 +151,7 @@ impl Nvim {
     }
 
     /// Waits for the script's own `qa!`, and gives its report.
-    fn finish(&mut self) -> Report {
+    pub(crate) fn finish(&mut self) -> Report {
         let (status, _) = self.process.wait(WAIT);
         assert!(status.success(), "nvim exited with {status}\n{}", self.describe());
         let text = self.report();
@@ -169,13 +169,13 @@ fn find(text: &str, key: &str) -> Option<String> {
 }
 
 /// A finished script's report lines.
-struct Report {
+pub(crate) struct Report {
     text: String,
     context: String,
 }
 
 impl Report {
-    fn get(&self, key: &str) -> String {
+    pub(crate) fn get(&self, key: &str) -> String {
         find(&self.text, key).unwrap_or_else(|| panic!("no {key:?} line\n{}", self.context))
     }
 

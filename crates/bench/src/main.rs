@@ -20,6 +20,7 @@
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
+mod events;
 mod floor;
 mod machine;
 mod norgopolis;
@@ -67,6 +68,10 @@ struct Args {
     /// Leave Norgopolis out (its cells then say so).
     #[arg(long)]
     skip_norgopolis: bool,
+    /// Measure the event bus alone (deliveries/s, publish-to-delivery
+    /// latency, a stalled subscriber's cost) and print the figures.
+    #[arg(long)]
+    events: bool,
     #[command(subcommand)]
     peer: Option<Peer>,
 }
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
+        None if args.events => events::run(!args.no_build),
         None => bench(&args),
     };
     match result {

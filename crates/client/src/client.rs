@@ -82,6 +82,8 @@ struct Shared {
     route: Mutex<Route>,
     guard: NodeGuard,
     closed: CancellationToken,
+    /// Subscriptions, subscribed again on each new session.
+    subs: Arc<crate::events::Subs>,
     #[cfg(feature = "host")]
     hosting: crate::host::Hosting,
 }
@@ -108,6 +110,10 @@ impl Client {
         // The first session is opened before returning, so that the router
         // counts this frontend from the start.
         let (route, first) = open_session(options.transport, &router, &record).await?;
+        let subs = Arc::new(crate::events::Subs::default());
+        if let Session::Frames(session) = &first {
+            subs.attach(session.conn());
+        }
         let shared = Arc::new(Shared {
             mesh,
             options,
@@ -115,6 +121,7 @@ impl Client {
             route: Mutex::new(route),
             guard,
             closed: CancellationToken::new(),
+            subs,
             #[cfg(feature = "host")]
             hosting,
         });
@@ -197,6 +204,31 @@ impl Client {
     ) -> Result<CallStream, ClientError> {
         let payload = serde_json::to_vec(params)?.into();
         call::stream(self.route(), &self.caller(), service, method, payload, None).await
+    }
+
+    /// Publishes `value` as JSON on `topic` to every matching subscription
+    /// in the mesh. A topic may not be empty, hold `*` or spaces, or start
+    /// `polis.` (the router's own): those fail with `INVALID_ARGUMENT` or
+    /// `PERMISSION_DENIED`, a payload over the frame limit with
+    /// `RESOURCE_EXHAUSTED`, all before anything is sent.
+    pub fn publish(&self, topic: &str, value: &serde_json::Value) -> Result<(), ClientError> {
+        self.shared.subs.publish(topic, serde_json::to_vec(value)?.into())
+    }
+
+    /// Subscribes to `pattern`: a topic, or a prefix ending in `*` (`*`
+    /// alone matches every topic). The subscription lasts until dropped, on
+    /// whichever router is in office; see [`crate::Notice`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &polis_client::Client) -> Result<(), polis_client::ClientError> {
+    /// let mut notes = client.subscribe("notes.*").await?;
+    /// while let Some(polis_client::Notice::Event(event)) = notes.next().await {
+    ///     println!("{}: {}", event.topic, event.json()?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&self, pattern: &str) -> Result<crate::Subscription, ClientError> {
+        self.shared.subs.subscribe(pattern).await
     }
 
     /// Says goodbye to the router, unpublishes this frontend, and waits for
@@ -358,6 +390,9 @@ impl Shared {
                 self.guard.update(&record)?;
                 let (route, session) = open_session(self.options.transport, &router, &record).await?;
                 *self.route.lock().expect("route lock") = route;
+                if let Session::Frames(session) = &session {
+                    self.subs.attach(session.conn());
+                }
                 Ok::<_, ClientError>(session)
             };
             tokio::select! {

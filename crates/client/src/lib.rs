@@ -27,12 +27,14 @@
 //!   and every call (the default; [`Transport::Grpc`] is the other).
 //! - `client`: [`Client`], a frontend with a session.
 //! - `error`: [`ClientError`], the one mapping of what went wrong.
+//! - `events`: publish, and subscriptions that survive a change of router.
 //! - `host` (feature `host`): a router hosted in this process.
 
 mod call;
 mod client;
 mod connect;
 mod error;
+mod events;
 mod frames;
 #[cfg(feature = "host")]
 mod host;
@@ -41,3 +43,4 @@ pub use call::{CallOptions, CallStream, Caller, Transport};
 pub use client::{Client, ClientOptions};
 pub use connect::{ConnectError, Launcher, connect, dial};
 pub use error::{ClientError, code_name};
+pub use events::{Event, Notice, Subscription};

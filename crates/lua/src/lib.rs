@@ -51,6 +51,7 @@
 //! light userdata elsewhere). It survives inside arrays, and a successful
 //! call never returns `nil`.
 
+mod events;
 mod json;
 
 use std::{
@@ -87,7 +88,9 @@ fn polis(lua: &Lua) -> mlua::Result<Table> {
     core.set("null", mapping.null)?;
     core.set("array_mt", mapping.array_mt)?;
     core.set("version", env!("CARGO_PKG_VERSION"))?;
-    lua.load(SHIM).set_name("=polis.lua").call(core)
+    let module: Table = lua.load(SHIM).set_name("=polis.lua").call(core.clone())?;
+    lua.load(events::SHIM).set_name("=events.lua").call::<()>((core, module.clone()))?;
+    Ok(module)
 }
 
 /// The one runtime of this module, shared by every client; its two workers
@@ -207,6 +210,8 @@ struct LuaClient {
     completions: Arc<Completions>,
     /// The end the Lua side watches, until it takes it with `_take_fd`.
     wake_reader: Option<UnixStream>,
+    /// `c:subscribe`'s subscriptions and their notices (`events.rs`).
+    events: Arc<events::Subscriptions>,
 }
 
 impl LuaClient {
@@ -225,7 +230,12 @@ impl LuaClient {
             next_id: 1,
             completions: Arc::new(Completions { queue: Mutex::new(VecDeque::new()), wake: writer }),
             wake_reader: Some(reader),
+            events: Arc::default(),
         })
+    }
+
+    fn events_handle(&self) -> Arc<events::Subscriptions> {
+        self.events.clone()
     }
 
     fn client(&self) -> Result<Arc<Client>, String> {
@@ -372,6 +382,8 @@ impl UserData for LuaClient {
             }
             Ok(done)
         });
+
+        events::add_methods(methods);
 
         // c:close(): idempotent.
         methods.add_method_mut("close", |_, this, ()| {

@@ -136,6 +136,10 @@ function Client:_dispatch()
   if self._pending == 0 then
     in_flight[self] = nil
   end
+  -- Subscriptions' notices (events.lua), on the same wake-up.
+  if self._dispatch_events then
+    self:_dispatch_events()
+  end
 end
 
 -- c:close(): ends the session. Calls already finished still get their
@@ -157,5 +161,8 @@ function Client:close()
     self._pipe:close()
   end
 end
+
+-- For events.lua, which adds subscribe and unsubscribe to the client.
+M._Client = Client
 
 return M

@@ -8,9 +8,11 @@
 //!
 //! # Layout
 //! - [`manifest`]: `module.toml`, the search path, dependency order.
+//! - `bus`: events, publish / subscribe across every link.
 //! - `host`: starting, linking, supervising and stopping modules.
 //! - [`router`]: the gRPC services and the router's life.
 
+mod bus;
 mod host;
 pub mod manifest;
 pub mod router;

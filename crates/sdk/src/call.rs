@@ -25,6 +25,7 @@ pub struct Call {
     pub(super) cancel: CancellationToken,
     /// This link's own calls to other services.
     pub(super) outgoing: Arc<Outgoing>,
+    pub(super) events: Arc<crate::events::Events>,
 }
 
 impl Call {
@@ -120,6 +121,31 @@ impl Call {
         params: impl Serialize,
     ) -> Result<CallStream, ModuleError> {
         self.outgoing.start(self.id, service, method, params, true).await
+    }
+
+    /// Publishes `value` as JSON on `topic`, to every subscription that
+    /// matches it in the mesh. A topic may not be empty, hold `*` or spaces,
+    /// or start `polis.` (the router's own).
+    pub async fn publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
+        self.events.publish(topic, value).await
+    }
+
+    /// Subscribes to `pattern` (a topic, or a prefix ending in `*`; `*` is
+    /// every topic). The subscription outlives the call, and the link: it
+    /// lasts until dropped, on whichever router is in office.
+    ///
+    /// ```
+    /// # use polis_sdk::{Call, Module, Notice};
+    /// Module::new("listener", "0.1.0").method("first", |call: Call| async move {
+    ///     let mut notes = call.subscribe("notes.*").await?;
+    ///     match notes.next().await {
+    ///         Some(Notice::Event { topic, .. }) => Ok(topic),
+    ///         _ => Ok(String::new()),
+    ///     }
+    /// });
+    /// ```
+    pub async fn subscribe(&self, pattern: &str) -> Result<crate::Subscription, ModuleError> {
+        self.events.subscribe(pattern).await
     }
 
     /// All parameters, deserialized as a `T`.

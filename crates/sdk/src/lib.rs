@@ -61,6 +61,7 @@
 mod bridge;
 mod call;
 mod calls_out;
+mod events;
 mod links;
 mod session;
 mod stdio;
@@ -76,6 +77,7 @@ use serde::Serialize;
 
 pub use call::{Call, Items, ModuleError};
 pub use calls_out::CallStream;
+pub use events::{Notice, Subscription};
 /// gRPC status codes, for [`ModuleError::new`].
 pub use tonic::Code;
 
@@ -121,6 +123,8 @@ pub struct Module {
     mesh_dir: Option<PathBuf>,
     /// How long to wait for a new router after losing the link.
     reattach_wait: Duration,
+    /// Its subscriptions, kept across links.
+    events: Arc<events::Events>,
 }
 
 impl fmt::Debug for Module {
@@ -147,6 +151,7 @@ impl Module {
             node_id: None,
             mesh_dir: None,
             reattach_wait: DEFAULT_REATTACH_WAIT,
+            events: Arc::default(),
         }
     }
 

@@ -114,6 +114,7 @@ impl Session {
         let writer_done = CancellationToken::new();
         let lost = CancellationToken::new();
         let task = write_frames(writer, rx, writer_done.clone(), lost.clone(), module.name.clone());
+        module.events.attach(&tx);
         Self {
             module,
             config,
@@ -143,6 +144,11 @@ impl Session {
                 Ok(Some(Frame { kind: Some(Kind::Shutdown(shutdown)) })) => {
                     return End::Shutdown(Duration::from_millis(shutdown.grace_ms.into()));
                 }
+                Ok(Some(Frame {
+                    kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))),
+                })) => {
+                    self.module.events.deliver(kind);
+                }
                 Ok(Some(other)) => self.ignore(&other),
                 Ok(None) => return End::Lost,
                 Err(err) => return End::Failed(err),
@@ -170,6 +176,9 @@ impl Session {
                     Ok(Some(Frame { kind: Some(Kind::Cancel(cancel)) })) => self.cancel(cancel.id),
                     Ok(Some(Frame { kind: Some(Kind::Reply(reply)) })) => self.outgoing.dispatch(reply),
                     Ok(Some(Frame { kind: Some(Kind::Shutdown(_)) })) => {}
+                    Ok(Some(Frame {
+                        kind: Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))),
+                    })) => self.module.events.deliver(kind),
                     Ok(Some(other)) => self.ignore(&other),
                     // The router may close our input after Shutdown; the grace still holds.
                     Ok(None) | Err(_) => reading = false,
@@ -219,6 +228,7 @@ impl Session {
             deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms)),
             cancel: token.clone(),
             outgoing: self.outgoing.clone(),
+            events: self.module.events.clone(),
         };
         let items = Items { id, tx: self.tx.clone() };
         let tx = self.tx.clone();

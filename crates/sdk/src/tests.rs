@@ -598,3 +598,82 @@ async fn an_error_from_the_callee_is_the_handlers_error() {
     let (code, message) = error(&router.reply().await);
     assert_eq!((code, message.as_str()), (Code::PermissionDenied as i32, "may not"));
 }
+
+/// A module publishing and subscribing from a handler, the test playing
+/// the router's bus: Publish goes out, Subscribe waits for Subscribed,
+/// events and lag notices come back through the subscription.
+#[tokio::test]
+async fn handlers_publish_and_subscribe() {
+    use polis_mesh::pb::{self, Event, Lagged, Subscribed};
+
+    use crate::Notice;
+    let module = Module::new("events", "0.1.0")
+        .method("announce", |call: Call| async move {
+            call.publish("notes.changed", &json!({"n": 1})).await?;
+            let refused = call.publish("polis.module.started", &json!({})).await.unwrap_err();
+            Ok(json!(refused.code()))
+        })
+        .method("first_two", |call: Call| async move {
+            let mut sub = call.subscribe("notes.*").await?;
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                match sub.next().await {
+                    Some(Notice::Event { topic, value, .. }) => seen.push(json!([topic, value])),
+                    Some(Notice::Lagged { count }) => seen.push(json!({"lagged": count})),
+                    _ => break,
+                }
+            }
+            Ok(json!(seen))
+        })
+        .method("refused", |call: Call| async move {
+            match call.subscribe("a*b").await {
+                Ok(_) => Ok(json!("subscribed")),
+                Err(e) => Ok(json!([e.code(), e.message()])),
+            }
+        });
+    let (mut router, _) = Router::welcome(module, "null").await;
+
+    router.request(1, "announce", Value::Null).await;
+    match router.recv().await.kind {
+        Some(Kind::Publish(p)) => {
+            assert_eq!(p.topic, "notes.changed");
+            assert_eq!(&p.payload.unwrap().data[..], br#"{"n":1}"#);
+        }
+        other => panic!("expected Publish, got {other:?}"),
+    }
+    assert_eq!(
+        value(&router.reply().await),
+        json!(Code::PermissionDenied as i32),
+        "polis. is refused locally"
+    );
+
+    router.request(2, "first_two", Value::Null).await;
+    let id = match router.recv().await.kind {
+        Some(Kind::Subscribe(s)) => {
+            assert_eq!(s.pattern, "notes.*");
+            s.id
+        }
+        other => panic!("expected Subscribe, got {other:?}"),
+    };
+    router.send(Kind::Subscribed(Subscribed { id, error: None })).await;
+    let payload = Payload { content_type: polis_mesh::JSON.into(), data: Bytes::from_static(b"5") };
+    let event =
+        Event { subscription: id, topic: "notes.x".into(), payload: Some(payload), publisher: "t".into() };
+    router.send(Kind::Event(event)).await;
+    router.send(Kind::Lagged(Lagged { subscription: id, count: 3 })).await;
+    // The handler's end drops the subscription: the router hears so, then the answer.
+    match router.recv().await.kind {
+        Some(Kind::Unsubscribe(u)) => assert_eq!(u.id, id),
+        other => panic!("expected Unsubscribe, got {other:?}"),
+    }
+    assert_eq!(value(&router.reply().await), json!([["notes.x", 5], {"lagged": 3}]));
+
+    router.request(3, "refused", Value::Null).await;
+    let id = match router.recv().await.kind {
+        Some(Kind::Subscribe(s)) => s.id,
+        other => panic!("expected Subscribe, got {other:?}"),
+    };
+    let error = pb::Error { code: Code::InvalidArgument as i32, message: "bad pattern \"a*b\"".into() };
+    router.send(Kind::Subscribed(Subscribed { id, error: Some(error) })).await;
+    assert_eq!(value(&router.reply().await), json!([Code::InvalidArgument as i32, "bad pattern \"a*b\""]));
+}

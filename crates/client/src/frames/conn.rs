@@ -96,7 +96,13 @@ struct Table {
     /// Cancelled when the connection has ended, for either task.
     gone: CancellationToken,
     path: PathBuf,
+    /// Where Event, Lagged and Subscribed frames go (`crate::events`).
+    // std Mutex: set on attach, read per frame, never held across an await.
+    events: Mutex<Option<EventSink>>,
 }
+
+/// Takes the event frames of a connection.
+pub(crate) type EventSink = Arc<dyn Fn(Kind) + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -293,6 +299,7 @@ impl FrameConn {
             next_id: AtomicU64::new(1),
             gone: CancellationToken::new(),
             path: path.to_owned(),
+            events: Mutex::new(None),
         });
         let (read, write) = tokio::io::split(io);
         let (out, outbox) = mpsc::unbounded_channel();
@@ -303,6 +310,11 @@ impl FrameConn {
             writer: Mutex::new(Some(AbortOnDrop(tokio::spawn(write_loop(write, outbox, table.clone()))))),
         };
         Ok((FrameConn { table, out, tasks: Arc::new(tasks) }, controls))
+    }
+
+    /// Sends the event frames that arrive on this connection to `sink`.
+    pub(crate) fn on_events(&self, sink: EventSink) {
+        *self.table.events.lock().expect("events slot") = Some(sink);
     }
 
     /// Whether the connection has ended (then every call on it fails).
@@ -431,6 +443,12 @@ async fn read_loop(
             // The router's echo of a keepalive.
             Some(Kind::Keepalive(_)) => {}
             Some(Kind::Error(e)) => break Status::new(Code::from(e.code), e.message),
+            Some(kind @ (Kind::Event(_) | Kind::Lagged(_) | Kind::Subscribed(_))) => {
+                let sink = table.events.lock().expect("events slot").clone();
+                if let Some(sink) = sink {
+                    sink(kind);
+                }
+            }
             _ => tracing::debug!("ignoring a {name} frame from the router"),
         }
     };

@@ -92,6 +92,9 @@ pub(crate) struct Instance {
     pub(super) manifest: Option<Manifest>,
     /// The module's own calls in flight.
     pub(super) outgoing: Outgoing,
+    /// The module's publishes and subscriptions (`bus::LinkEvents`).
+    // std Mutex: frames are handled synchronously, never across an await.
+    events: Mutex<crate::bus::LinkEvents>,
 }
 
 /// How an instance ended.
@@ -123,6 +126,8 @@ pub(crate) struct Parts {
     pub(crate) manifest: Option<Manifest>,
     pub(crate) declared: Declared,
     pub(crate) monitor: Arc<Monitor>,
+    /// The event bus the module publishes to and subscribes on.
+    pub(crate) bus: Arc<crate::bus::Bus>,
 }
 
 /// The process behind a link.
@@ -148,8 +153,9 @@ impl Instance {
     /// Starts the writer and the driver of a handshaken module on `tracker`.
     pub(crate) fn run(parts: Parts, tracker: &TaskTracker) -> Arc<Self> {
         let (outbound, rx) = mpsc::channel(1024);
+        let events = Mutex::new(crate::bus::LinkEvents::new(parts.bus, outbound.clone(), parts.name.clone()));
         let instance = Arc::new(Self {
-            name: parts.name,
+            name: parts.name.clone(),
             version: parts.version,
             pid: parts.process.pid(),
             node_id: match &parts.process {
@@ -172,6 +178,7 @@ impl Instance {
             host: parts.host,
             manifest: parts.manifest,
             outgoing: Outgoing::default(),
+            events,
         });
         let stop_writing = instance.closed.clone();
         tracker.spawn(write_loop(
@@ -308,6 +315,8 @@ impl Instance {
 
     /// Acts on a frame from the module.
     fn dispatch(self: &Arc<Self>, frame: Frame) {
+        // Publish, Subscribe, Unsubscribe: the bus's.
+        let Some(frame) = self.events.lock().expect("events lock").handle(frame) else { return };
         match frame.kind {
             Some(Kind::Reply(reply)) => self.on_reply(reply),
             // The module's own calls (see `outgoing`).
@@ -355,6 +364,8 @@ impl Instance {
     fn close(&self, exit: Exit) {
         let reason = exit.reason.clone();
         let _ = self.exit.set(exit);
+        // Its subscriptions end with the link.
+        self.events.lock().expect("events lock").close();
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         for (_, call) in pending {
             let _ = call.replies.send(Err(Status::unavailable(reason.clone())));

@@ -11,6 +11,8 @@
 //! never clash: a line with `method` is a request, one without a response,
 //! whichever side sends it. The translation of `$/call` is in `calls`.
 
+mod events;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -50,7 +52,7 @@ pub(crate) fn encode(frame: &Frame) -> Option<Vec<u8>> {
         Kind::Shutdown(_) => Some(line(&serde_json::json!({"jsonrpc": "2.0", "method": "shutdown"}))),
         // The answer to one of the module's `$/call`s.
         Kind::Reply(r) => Some(line(&calls::response(r))),
-        _ => None,
+        kind => events::encode(kind).map(|value| line(&value)),
     }
 }
 
@@ -87,6 +89,9 @@ pub(crate) fn decode(line: &str) -> Result<Option<Frame>, String> {
     if let Some(method) = field("method") {
         if method == "\"$/call\"" || method == "\"$/cancel\"" {
             return Ok(calls::decode(method, &fields));
+        }
+        if let Some(frame) = events::decode(method, &fields)? {
+            return Ok(Some(frame));
         }
         if method != "\"$/item\"" {
             tracing::debug!("ignoring notification {method}");

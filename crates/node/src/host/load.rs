@@ -94,6 +94,7 @@ impl Host {
                 state.instance = Some(instance.clone());
                 state.manifest = Some(manifest.clone());
             }
+            self.announce_started(&instance);
             self.tracker.spawn(self.clone().supervise(entry.clone(), instance.clone()));
             Ok(instance)
         })
@@ -211,6 +212,7 @@ impl Host {
             manifest: Some(manifest.clone()),
             declared,
             monitor: self.monitor.clone(),
+            bus: self.bus.clone(),
         };
         Ok(Instance::run(parts, &self.tracker))
     }
@@ -271,6 +273,7 @@ impl Host {
                 manifest: manifest.clone(),
                 declared: Declared::from_hello(&hello),
                 monitor: self.monitor.clone(),
+                bus: self.bus.clone(),
             };
             let instance = Instance::run(parts, &self.tracker);
             state.instance = Some(instance.clone());
@@ -284,6 +287,7 @@ impl Host {
             if hello.resumed { "re-parented" } else { "self-loaded" }
         );
         entry.attached.notify_waiters();
+        self.announce_started(&instance);
         self.tracker.spawn(self.clone().supervise(entry.clone(), instance));
         Ok(rx)
     }

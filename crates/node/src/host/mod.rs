@@ -20,6 +20,7 @@
 //! - `methods`: what a module declared it serves, and the check of a call
 //!   against it; `tap`: what the monitor sees of each call.
 
+mod events;
 mod handshake;
 mod instance;
 mod jsonrpc;
@@ -116,6 +117,8 @@ pub(crate) struct Host {
     closing: CancellationToken,
     /// The watchers of the calls (`Admin.Monitor`).
     monitor: Arc<Monitor>,
+    /// The event bus every link shares.
+    bus: Arc<crate::bus::Bus>,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -140,6 +143,7 @@ impl Host {
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
             monitor: Arc::new(Monitor::default()),
+            bus: Arc::default(),
         })
     }
 
@@ -150,6 +154,11 @@ impl Host {
     /// The watchers of the calls, for `Admin.Monitor`.
     pub(crate) fn monitor(&self) -> &Arc<Monitor> {
         &self.monitor
+    }
+
+    /// The event bus, shared by modules, frontends and the router.
+    pub(crate) fn bus(&self) -> &Arc<crate::bus::Bus> {
+        &self.bus
     }
 }
 

@@ -10,6 +10,7 @@ impl Host {
     /// Waits for an instance to end, then applies the restart policy.
     pub(super) async fn supervise(self: Arc<Self>, entry: Arc<Entry>, instance: Arc<Instance>) {
         let exit = instance.closed().await;
+        self.announce_exit(&instance, &exit);
         let restart_now = {
             let mut state = entry.state.lock().expect("state lock");
             if state.instance.as_ref().is_some_and(|i| Arc::ptr_eq(i, &instance)) {

@@ -26,7 +26,10 @@ use super::{
     calls::{self, CallSpec},
     sessions::{Registered, SessionHub},
 };
-use crate::host::{Host, Item};
+use crate::{
+    bus::LinkEvents,
+    host::{Host, Item},
+};
 
 /// Calls in flight on one connection at most; more are refused with
 /// `RESOURCE_EXHAUSTED`.
@@ -103,11 +106,13 @@ impl FrameDoor {
                 in_flight: HashMap::new(),
                 session: None,
                 leaving: false,
+                events: LinkEvents::new(self.host.bus().clone(), outbox.clone(), "frontend"),
             };
             let end = connection.run(&mut reader, &stalled).await;
             // Calls still running are dropped, which cancels them in their
             // modules; their replies are no one's any more.
             connection.calls.shutdown().await;
+            connection.events.close();
             if let Some(session) = connection.session.take() {
                 session.close(match &end {
                     End::Closed(why) => why,
@@ -143,6 +148,8 @@ struct Connection {
     session: Option<Registered>,
     /// The router has said it is leaving: new requests are refused.
     leaving: bool,
+    /// The frontend's publishes and subscriptions; they end with the connection.
+    events: LinkEvents,
 }
 
 impl Connection {
@@ -223,10 +230,14 @@ impl Connection {
                     Err(status) => return Some(End::Refused(status)),
                 };
                 let welcome = self.door.hub.welcome(protocol);
+                self.events.set_publisher(hello.name.clone());
                 self.session = Some(self.door.hub.register(hello));
                 let _ = self.outbox.send(Frame { kind: Some(Kind::SessionWelcome(welcome)) }).await;
             }
             Some(Kind::Goodbye(_)) => return Some(End::Closed("goodbye")),
+            Some(kind @ (Kind::Publish(_) | Kind::Subscribe(_) | Kind::Unsubscribe(_))) => {
+                let _ = self.events.handle(Frame { kind: Some(kind) });
+            }
             _ => {
                 let why = format!("a frontend does not send {} frames", frame.kind_name());
                 return Some(End::Refused(Status::invalid_argument(why)));

@@ -12,6 +12,7 @@ mod accept;
 mod admin;
 mod authority;
 pub(crate) mod calls;
+mod events;
 mod frames;
 mod json;
 mod limit;
@@ -188,6 +189,11 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     tracing::info!(epoch = term.epoch(), handing_over, "router leaving office");
     stop_accepting.cancel();
     term.withdraw_record();
+    // Before the sessions hear RouterLeaving, so that subscribers can see it.
+    host.bus().announce(
+        "polis.router.leaving",
+        &serde_json::json!({"router": record.id.to_string(), "pid": record.pid, "epoch": term.epoch(), "handover": handing_over}),
+    );
     leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
     health.set_not_serving::<AdminServer<admin::AdminService>>().await;

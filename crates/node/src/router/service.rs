@@ -130,6 +130,27 @@ impl Router for RouterService {
         Ok(Response::new(self.hub.open(request.into_inner()).await?))
     }
 
+    type SubscribeStream = super::events::EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let lease = self.hub.leases.take();
+        let stream = super::events::subscribe(self.host.bus(), &request.into_inner().pattern, lease).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
+        let pb::PublishRequest { topic, payload, publisher } = request.into_inner();
+        let publisher = if publisher.is_empty() { "grpc".to_owned() } else { publisher };
+        let delivered = self.host.bus().publish(&publisher, false, topic, payload.unwrap_or_default())?;
+        Ok(Response::new(pb::PublishReply { delivered: delivered as u64 }))
+    }
+
     type AttachModuleStream = ReceiverStream<Result<pb::Frame, Status>>;
 
     async fn attach_module(

@@ -15,7 +15,8 @@ pub(crate) const ROUTER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The optional features this router serves. `events` and `module-calls`
 /// join the list with the code that serves them.
-pub(crate) const FEATURES: &[&str] = &[features::MODULE_CALLS, features::INTROSPECT, features::MONITOR];
+pub(crate) const FEATURES: &[&str] =
+    &[features::EVENTS, features::MODULE_CALLS, features::INTROSPECT, features::MONITOR];
 
 /// The session protocol for `hello`, or the refusal that says which side
 /// to upgrade.
