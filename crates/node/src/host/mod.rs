@@ -23,6 +23,7 @@ mod link;
 mod load;
 mod registry;
 mod restart;
+mod search;
 mod spawn;
 mod stop;
 mod supervise;
@@ -103,6 +104,8 @@ pub(crate) struct Host {
     launcher: Box<dyn Launch>,
     // std Mutex: only held to look up or insert an entry.
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The modules path: the config's, plus what frontends added (`search`).
+    search: std::sync::RwLock<ModulePath>,
     tracker: TaskTracker,
     closing: CancellationToken,
 }
@@ -121,6 +124,7 @@ impl Host {
         launcher: Box<dyn Launch>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            search: std::sync::RwLock::new(config.modules_path.clone()),
             config,
             mesh,
             router,

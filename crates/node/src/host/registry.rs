@@ -73,7 +73,7 @@ impl Host {
         let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
         let mut infos: Vec<pb::ModuleInfo> =
             entries.iter().map(|e| self.info(e, &e.state.lock().expect("state lock"))).collect();
-        for manifest in self.config.modules_path.scan() {
+        for manifest in self.modules_path().scan() {
             match manifest {
                 Ok(m) if !infos.iter().any(|i| i.name == m.name) => infos.push(pb::ModuleInfo {
                     name: m.name.clone(),
