@@ -95,6 +95,7 @@ fn polis(lua: &Lua) -> mlua::Result<Table> {
     let core = lua.create_table()?;
     core.set("connect", lua.create_function(connect)?)?;
     core.set("_connect_start", lua.create_function(pending::start)?)?;
+    core.set("locate", lua.create_function(locate)?)?;
     Mapping::install(lua)?;
     let mapping = Mapping::new(lua)?;
     core.set("null", mapping.null)?;
@@ -128,6 +129,20 @@ fn connect(lua: &Lua, opts: Option<Table>) -> mlua::Result<MultiValue> {
         Ok(client) => lua.create_userdata(client)?.into_lua_multi(lua),
         Err(err) => failure(lua, err),
     }
+}
+
+/// `polis.locate{ mesh_dir =, modules_path = }` -> `{ mesh_dir =, modules_path = }`:
+/// where `polis.connect` with these options looks (`polis_discovery::locate`,
+/// the CLI's order); `modules_path` is nil when none is brought.
+fn locate(lua: &Lua, opts: Option<Table>) -> mlua::Result<Table> {
+    let get = |key: &str| -> mlua::Result<Option<String>> {
+        opts.as_ref().map_or(Ok(None), |t| t.get::<Option<String>>(key))
+    };
+    let found = lua.create_table()?;
+    let mesh = polis_discovery::locate::mesh_dir(get("mesh_dir")?.map(PathBuf::from));
+    found.set("mesh_dir", mesh.display().to_string())?;
+    found.set("modules_path", polis_discovery::locate::modules_path(get("modules_path")?.as_deref()))?;
+    Ok(found)
 }
 
 /// What a failed function returns to Lua: `nil, err`; a success returns its

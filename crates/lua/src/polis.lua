@@ -16,6 +16,10 @@ local M = {
   -- getmetatable() gives the string "polis.array".
   array_mt = core.array_mt,
   version = core.version,
+  -- polis.locate{ mesh_dir =, modules_path = }: where polis.connect with
+  -- these options looks, in the CLI's order (options, POLIS_MESH_DIR /
+  -- POLIS_MESH / POLIS_MODULES_PATH, the defaults).
+  locate = core.locate,
 }
 
 -- Marks `t` (or a new table) as a JSON array: polis.array{} is [].
