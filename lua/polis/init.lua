@@ -124,7 +124,8 @@ function M.connect_options(overrides)
     name = config.name,
     launch = config.launch,
     transport = config.transport,
-    polis = M.binary(),
+    -- One that is not executable still goes, so that the error names it.
+    polis = M.binary() or config.polis,
   }
   for k, v in pairs(overrides or {}) do
     opts[k] = v
