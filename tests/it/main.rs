@@ -7,6 +7,7 @@ mod frames;
 mod frontends;
 mod hardening;
 mod hermetic;
+mod locate;
 mod meshdir;
 mod modules;
 mod neovim;
