@@ -503,7 +503,7 @@ async fn added_module_dirs_are_searched_last_and_bad_ones_are_refused_whole() {
     assert_eq!(fixture.host.modules_path().dirs(), own, "a refused request adds nothing");
 
     let added = fixture.host.add_module_dirs(&[extra.display().to_string()]).unwrap();
-    assert_eq!(added, [extra.clone()]);
+    assert_eq!(added, std::slice::from_ref(&extra));
     let again = fixture.host.add_module_dirs(&[extra.display().to_string()]).unwrap();
     assert!(again.is_empty(), "a dir searched already is not added twice");
     assert_eq!(fixture.host.modules_path().dirs(), [own.clone(), vec![extra.clone()]].concat());
