@@ -366,11 +366,13 @@ impl Shared {
                 };
                 self.guard.update(&record)?;
                 let (route, session) = open_session(self.options.transport, &router, &record).await?;
-                // The next router knows only its own path: bring ours again.
+                // Calls go to the new router at once (its own modules are
+                // there); the next router knows only its own path, so ours
+                // is brought again right after.
+                *self.route.lock().expect("route lock") = route;
                 if let Err(e) = add_modules_path(&router, self.options.modules_path.as_deref()).await {
                     tracing::warn!("the new router did not take this frontend's modules path: {e}");
                 }
-                *self.route.lock().expect("route lock") = route;
                 Ok::<_, ClientError>(session)
             };
             tokio::select! {
