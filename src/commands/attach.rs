@@ -26,6 +26,7 @@ pub(super) async fn run(
     let options = ClientOptions {
         name: args.name,
         mesh_dir: Some(mesh.root().to_owned()),
+        modules_path: modules_path.map(str::to_owned),
         launch: (!args.no_launch && !args.host_router).then(|| super::launcher(modules_path)),
         host,
         transport,

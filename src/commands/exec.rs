@@ -53,7 +53,7 @@ pub(crate) async fn run(cli: &Cli, args: &ExecArgs) -> anyhow::Result<ExitCode> 
     let Campaign::Won(term) = mesh.campaign()? else {
         anyhow::bail!("another router holds the fresh mesh at {}", dir.path().display());
     };
-    let modules_path = cli.modules_path.as_deref().map(super::absolute_paths);
+    let modules_path = polis_discovery::locate::modules_path(cli.modules_path.as_deref());
     let mut host =
         polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path.as_deref()));
     host.grace = args.grace;

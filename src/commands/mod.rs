@@ -35,7 +35,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let mesh = open_mesh(&cli)?;
-    let modules_path = cli.modules_path.as_deref().map(absolute_paths);
+    // The one order every frontend follows (polis_discovery::locate).
+    let modules_path = polis_discovery::locate::modules_path(cli.modules_path.as_deref());
     let modules_path = modules_path.as_deref();
     match cli.command {
         Command::Attach(args) => attach::run(&mesh, modules_path, args).await,
@@ -73,7 +74,7 @@ fn launcher(modules_path: Option<&str>) -> polis_client::Launcher {
 
 /// Opens the mesh directory; a refusal of it (unsafe or unusable) exits 5.
 pub(crate) fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
-    let path = cli.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
+    let path = polis_discovery::locate::mesh_dir(cli.mesh_dir.clone());
     let context = || format!("cannot open the mesh at {}", path.display());
     MeshDir::open(&path).map_err(|e| {
         if e.is_refusal() {
@@ -82,13 +83,6 @@ pub(crate) fn open_mesh(cli: &Cli) -> anyhow::Result<MeshDir> {
             anyhow::Error::new(e).context(context())
         }
     })
-}
-
-/// `:`-separated paths made absolute, so that a router launched from here
-/// reads them the same wherever it runs.
-fn absolute_paths(paths: &str) -> String {
-    let absolute = std::env::split_paths(paths).map(|p| std::path::absolute(&p).unwrap_or(p));
-    std::env::join_paths(absolute).map_or_else(|_| paths.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
 /// Prints a warning for each record that could not be read.

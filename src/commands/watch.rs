@@ -26,6 +26,7 @@ async fn connect(
         launch: (!no_launch).then(|| super::launcher(modules_path)),
         host: None,
         transport: polis_client::Transport::Frames,
+        modules_path: modules_path.map(str::to_owned),
     };
     Client::connect(options).await.map_err(|e| Failure::new(UNAVAILABLE, e.to_string()).into())
 }

@@ -3,7 +3,9 @@
 //! Lua ↔ JSON mapping with its errors.
 //!
 //! The cdylib is built once per test binary with the same cargo and profile,
-//! and linked into each test's temp root as `polis.so`. Each Lua script
+//! and linked into each test's temp root as `polis_native.so` (its entry
+//! point is `luaopen_polis_native`; the plugin, `tests/it/plugin.rs`, is
+//! `require("polis")`). Each Lua script
 //! writes `key value...` lines to a file that the test reads; it ends with
 //! `qa!` (or `cq!` after an error), and the test kills `nvim` at its deadline.
 
@@ -18,7 +20,7 @@ use polis_testing::Run;
 use crate::util::{ECHO, POLIS, Process, TestMesh, WAIT, listing, mesh, wait_until};
 
 /// Builds `polis-lua` (once per test binary) and returns the library.
-fn cdylib() -> &'static Path {
+pub(crate) fn cdylib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         // The test binary is target/<profile dir>/deps/it-<hash>.
@@ -73,7 +75,7 @@ local function wait_file(name)
 end
 package.cpath = LIBDIR .. "/?.so;" .. package.cpath
 local ok, err = xpcall(function()
-  local polis = require("polis")
+  local polis = require("polis_native")
 "##;
 
 const POSTLUDE: &str = r##"
@@ -95,11 +97,17 @@ pub(crate) struct Nvim {
 impl Nvim {
     /// Starts `nvim --headless` on `body` (Lua, run after [`PRELUDE`]).
     pub(crate) fn start(mesh: &TestMesh, name: &str, body: &str) -> Self {
+        Self::start_with(mesh, name, body, &[])
+    }
+
+    /// [`Nvim::start`] with more environment variables.
+    pub(crate) fn start_with(mesh: &TestMesh, name: &str, body: &str, env: &[(&str, &Path)]) -> Self {
         let root = mesh.root();
         let libdir = root.join("lua");
         if !libdir.exists() {
             std::fs::create_dir(&libdir).expect("lua dir");
-            std::os::unix::fs::symlink(cdylib(), libdir.join("polis.so")).expect("link polis.so");
+            std::os::unix::fs::symlink(cdylib(), libdir.join("polis_native.so"))
+                .expect("link polis_native.so");
         }
         let script = root.join(format!("{name}.lua"));
         let out = root.join(format!("{name}.out"));
@@ -120,6 +128,9 @@ impl Nvim {
             // Short, so that the last editor's exit ends the router soon.
             .env("POLIS_LINGER", "300ms")
             .env("NVIM_LOG_FILE", root.join("nvim-internal.log"));
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
         // Install Neovim (apt-get install neovim, as .ci/run does) if it is missing.
         let process = mesh.start(cmd);
         Self { name: name.into(), process, out }
@@ -463,4 +474,199 @@ fn lua_tables_map_to_json_and_errors_come_back_as_nil_and_a_message() {
     err("closed", &["FAILED_PRECONDITION", "closed"]);
     assert_eq!(report.get("survived"), "yes");
     mesh.wait_no_processes();
+}
+
+/// `<root>/gated-polis`: a `polis` that waits for the file
+/// `<root>/connect-gate` before it runs the real one, so that a test
+/// decides when a launched router may start.
+fn gated_polis(mesh: &TestMesh) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = mesh.root().join("gated-polis");
+    let gate = mesh.root().join("connect-gate");
+    let script = format!(
+        "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.01; done\nexec '{POLIS}' \"$@\"\n",
+        gate.display()
+    );
+    std::fs::write(&path, script).expect("write gated-polis");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod gated-polis");
+    path
+}
+
+#[test]
+fn connect_async_and_call_stream_return_at_once_and_call_back_on_the_main_loop() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    gated_polis(&mesh);
+    let mut nvim = Nvim::start(
+        &mesh,
+        "stream",
+        r##"
+  local uv = vim.loop
+  local ticks = 0
+  local timer = uv.new_timer()
+  timer:start(10, 10, function() ticks = ticks + 1 end)
+  local got
+  -- The launched polis waits for the gate file, which the script writes
+  -- only after connect_async has returned and the timer has ticked.
+  polis.connect_async({ mesh_dir = MESH, modules_path = MODS, polis = ROOT .. "/gated-polis", name = "async" },
+    function(c, err)
+      got = { c = c, err = err, ticks = ticks, fast = vim.in_fast_event() }
+    end)
+  report("returned", got == nil)
+  assert(vim.wait(20000, function() return ticks >= 3 end, 5), "no ticks")
+  report("still_connecting", got == nil)
+  assert(io.open(ROOT .. "/connect-gate", "w")):close()
+  assert(vim.wait(20000, function() return got ~= nil end, 5), "no on_connect")
+  report("connected", got.c ~= nil, got.err, got.fast)
+  report("ticks_before", got.ticks)
+  local c = got.c
+  report("ping", c:call("echo", "ping"))
+
+  local items, ended = {}, nil
+  c:call_stream("echo", "stream", { count = 5, interval_ms = 10 },
+    function(item) items[#items + 1] = item end,
+    function(err) ended = { err = err, n = #items, fast = vim.in_fast_event() } end)
+  report("stream_returned", ended == nil)
+  assert(vim.wait(20000, function() return ended ~= nil end, 5), "no end of stream")
+  report("items", table.concat(items, ","))
+  report("stream_end", ended.err, ended.n, ended.fast)
+
+  local missing
+  c:call_stream("nosuch", "x", nil, function() missing = "an item" end, function(err) missing = missing or err end)
+  assert(vim.wait(20000, function() return missing ~= nil end, 5), "no end")
+  report("stream_missing", missing)
+
+  local timed
+  c:call_stream("echo", "stream", { count = 100000, interval_ms = 20 }, function() end,
+    function(err) timed = err end, 300)
+  assert(vim.wait(20000, function() return timed ~= nil end, 5), "no deadline")
+  report("stream_timeout", timed)
+
+  local closed, seen = nil, 0
+  c:call_stream("echo", "stream", { count = 100000, interval_ms = 10 }, function() seen = seen + 1 end,
+    function(err) closed = err end)
+  assert(vim.wait(20000, function() return seen >= 2 end, 5), "no items")
+  c:close()
+  assert(vim.wait(20000, function() return closed ~= nil end, 5), "no end after close")
+  report("stream_closed", closed)
+  local after
+  report("closed_stream", pcall(c.call_stream, c, "echo", "stream", {}, function() end, function(err) after = err end))
+  assert(vim.wait(20000, function() return after ~= nil end, 5))
+  report("after_close", after)
+
+  report("no_callbacks", pcall(c.call_stream, c, "echo", "stream", {}))
+  report("no_on_connect", pcall(polis.connect_async, {}))
+  local bad, none
+  polis.connect_async({ mesh_dir = MESH, lanch = true }, function(cl, err) bad = { tostring(cl), err } end)
+  polis.connect_async({ mesh_dir = ROOT .. "/other", launch = false }, function(cl, err) none = { tostring(cl), err } end)
+  assert(vim.wait(20000, function() return bad ~= nil and none ~= nil end, 5), "no callbacks")
+  report("bad_option", bad[1], bad[2])
+  report("no_router", none[1], none[2])
+  timer:stop()
+  timer:close()
+"##,
+    );
+    let report = nvim.finish();
+    assert_eq!(report.get("returned"), "true", "connect_async returns before its callback");
+    assert_eq!(report.get("still_connecting"), "true", "the connect waited for the gate");
+    assert_eq!(report.get("connected"), "true nil false", "a client, on the main loop: {}", report.context);
+    let ticks = report.number("ticks_before");
+    assert!(ticks >= 3.0, "the timer ticked {ticks} times while connecting\n{}", report.context);
+    assert_eq!(report.get("ping"), "pong");
+    assert_eq!(report.get("stream_returned"), "true", "call_stream returns at once");
+    assert_eq!(report.get("items"), "0,1,2,3,4", "every item, in order");
+    assert_eq!(report.get("stream_end"), "nil 5 false", "on_done after the last item, not in a fast event");
+    assert!(report.get("stream_missing").starts_with("NOT_FOUND: "), "{}", report.context);
+    assert!(report.get("stream_timeout").starts_with("DEADLINE_EXCEEDED: "), "{}", report.context);
+    assert!(report.get("stream_closed").starts_with("CANCELLED: "), "{}", report.context);
+    assert_eq!(report.get("closed_stream"), "true", "a closed client's stream fails through on_done");
+    assert!(report.get("after_close").starts_with("FAILED_PRECONDITION: "), "{}", report.context);
+    assert!(report.get("no_callbacks").starts_with("false "), "{}", report.context);
+    assert!(report.get("no_callbacks").contains("call_stream needs on_item(item) and on_done(err)"));
+    assert!(report.get("no_on_connect").contains("connect_async needs a callback"), "{}", report.context);
+    let bad = report.get("bad_option");
+    assert!(bad.starts_with("nil INVALID_ARGUMENT: ") && bad.contains("\"lanch\""), "{bad}");
+    let none = report.get("no_router");
+    assert!(none.starts_with("nil UNAVAILABLE: ") && none.contains("no router is running"), "{none}");
+    mesh.wait_no_processes();
+}
+
+#[test]
+fn lua_finds_the_mesh_and_the_modules_through_the_environment_as_the_cli_does() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let env = [("POLIS_MESH_DIR", mesh.dir.as_path()), ("POLIS_MODULES_PATH", mesh.modules.as_path())];
+    let mut nvim = Nvim::start_with(
+        &mesh,
+        "env",
+        r##"
+  local where = polis.locate()
+  report("locate", where.mesh_dir, where.modules_path)
+  report("given", polis.locate{ mesh_dir = ROOT .. "/given", modules_path = "rel" }.mesh_dir)
+  report("given_mods", polis.locate{ modules_path = "rel" }.modules_path)
+  -- No mesh_dir and no modules_path: both come from the environment.
+  local c = assert(polis.connect{ name = "env-nvim" })
+  report("ping", c:call("echo", "ping"))
+  report("ready")
+  wait_file("checked")
+  c:close()
+"##,
+        &env,
+    );
+    nvim.wait_line("ready");
+    // The router the editor launched is in POLIS_MESH_DIR, and the CLI,
+    // given the same environment and no flag, finds it and its session.
+    let mut status = mesh.command(POLIS);
+    status.args(["status", "--json"]).env("POLIS_MESH_DIR", &mesh.dir);
+    let status = mesh.run_command(status).code(0).json();
+    let sessions: Vec<&str> =
+        status["sessions"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(sessions, ["env-nvim"], "{status}");
+    touch(&mesh, "checked");
+    let report = nvim.finish();
+    assert_eq!(report.get("locate"), format!("{} {}", mesh.dir.display(), mesh.modules.display()));
+    assert_eq!(report.get("given"), format!("{}/given", mesh.root().display()), "an option beats the env");
+    assert_eq!(report.get("given_mods"), format!("{}/rel", mesh.root().display()), "made absolute");
+    assert_eq!(report.get("ping"), "pong");
+    mesh.wait_no_processes();
+}
+
+#[test]
+fn a_modules_path_brought_to_a_running_router_is_added_to_its_search_path() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    // `greet` is only in a directory the router was not started with.
+    let extra = mesh.root().join("extra");
+    std::fs::create_dir_all(extra.join("greet")).expect("extra/greet");
+    let manifest = format!("name = \"greet\"\nversion = \"0.1.0\"\nexec = {ECHO:?}\nprotocol = \"frames\"\n");
+    std::fs::write(extra.join("greet/module.toml"), manifest).expect("greet's manifest");
+    let _router = mesh.start_router(&[]);
+    let before = mesh.run(&["call", "greet", "ping"]);
+    before.code(3);
+    assert!(before.stderr().contains("NOT_FOUND"), "{before}");
+
+    let mut nvim = Nvim::start(
+        &mesh,
+        "addpath",
+        r##"
+  local c = assert(polis.connect{ mesh_dir = MESH, modules_path = ROOT .. "/extra", launch = false })
+  report("greet", c:call("greet", "ping"))
+  report("echo", c:call("echo", "ping"))
+  c:close()
+"##,
+    );
+    let report = nvim.finish();
+    assert_eq!(report.get("greet"), "pong", "the brought directory was added");
+    assert_eq!(report.get("echo"), "pong", "the router's own path stays");
+    // For every frontend, as long as this router runs.
+    let after = mesh.run(&["call", "greet", "ping"]);
+    after.code(0);
+    assert_eq!(after.stdout().trim(), "\"pong\"");
+    let status = mesh.run(&["status", "--json"]).code(0).json();
+    let greet = status["modules"].as_array().into_iter().flatten().find(|m| m["name"] == "greet").cloned();
+    let greet = greet.unwrap_or_else(|| panic!("greet in status\n{status}"));
+    assert!(
+        greet["manifest"].as_str().unwrap_or_default().starts_with(&extra.display().to_string()),
+        "{greet}"
+    );
 }

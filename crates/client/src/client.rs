@@ -28,8 +28,14 @@ use crate::{
 pub struct ClientOptions {
     /// The frontend's name, shown by `polis status` and in its node record.
     pub name: String,
-    /// The mesh directory; `None` picks it as `polis` does.
+    /// The mesh directory; `None` picks it as `polis` does:
+    /// `POLIS_MESH_DIR`, else the default (`polis_discovery::locate`).
     pub mesh_dir: Option<PathBuf>,
+    /// Module directories (`:`-separated) this frontend brings: passed to a
+    /// router it launches, and added to the search path of a router that
+    /// runs already (`Admin.AddModulePath`, after every (re-)attach).
+    /// [`ClientOptions::new`] takes `POLIS_MODULES_PATH`.
+    pub modules_path: Option<String>,
     /// Launch a router with these settings when none runs; `None` fails instead.
     pub launch: Option<Launcher>,
     /// Host the router inside this process when none runs (instead of
@@ -42,13 +48,15 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Options for a frontend called `name`, in the default mesh, launching
-    /// `$POLIS_BIN` (else `polis`) when no router runs, over the transport
-    /// `POLIS_TRANSPORT` names (frames by default).
+    /// Options for a frontend called `name`, in the mesh `polis` would use,
+    /// bringing `POLIS_MODULES_PATH`, launching `$POLIS_BIN` (else `polis`)
+    /// when no router runs, over the transport `POLIS_TRANSPORT` names
+    /// (frames by default).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             mesh_dir: None,
+            modules_path: polis_discovery::locate::modules_path(None),
             launch: Some(Launcher::from_env()),
             transport: Transport::from_env(),
             #[cfg(feature = "host")]
@@ -92,7 +100,7 @@ impl Client {
     /// Connects to the mesh's router, launching one if allowed and needed,
     /// opens a session and publishes this frontend's node record.
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
-        let path = options.mesh_dir.clone().unwrap_or_else(polis_discovery::default_mesh_dir);
+        let path = polis_discovery::locate::mesh_dir(options.mesh_dir.clone());
         let mesh = MeshDir::open(path)?;
         #[cfg(feature = "host")]
         let hosting = crate::host::Hosting::default();
@@ -114,6 +122,9 @@ impl Client {
         if let Session::Frames(session) = &first {
             subs.attach(session.conn());
         }
+        // Told before the first call: a path the router cannot take fails
+        // the connect, rather than a later call with NOT_FOUND.
+        add_modules_path(&router, options.modules_path.as_deref()).await?;
         let shared = Arc::new(Shared {
             mesh,
             options,
@@ -389,9 +400,15 @@ impl Shared {
                 };
                 self.guard.update(&record)?;
                 let (route, session) = open_session(self.options.transport, &router, &record).await?;
+                // Calls go to the new router at once (its own modules are
+                // there); the next router knows only its own path, so ours
+                // is brought again right after.
                 *self.route.lock().expect("route lock") = route;
                 if let Session::Frames(session) = &session {
                     self.subs.attach(session.conn());
+                }
+                if let Err(e) = add_modules_path(&router, self.options.modules_path.as_deref()).await {
+                    tracing::warn!("the new router did not take this frontend's modules path: {e}");
                 }
                 Ok::<_, ClientError>(session)
             };
@@ -434,5 +451,32 @@ async fn find_router(
     if let Some(config) = &options.host {
         return hosting.connect(mesh, config).await;
     }
-    Ok(connect::find(mesh, options.launch.as_ref()).await?)
+    // A launched router gets the frontend's modules path unless the
+    // launcher names one itself.
+    let launcher = options.launch.as_ref().map(|launcher| Launcher {
+        modules_path: launcher.modules_path.clone().or_else(|| options.modules_path.clone()),
+        ..launcher.clone()
+    });
+    Ok(connect::find(mesh, launcher.as_ref()).await?)
+}
+
+/// Adds `paths` to the search path of `router` (`Admin.AddModulePath`);
+/// directories it has already are left as they are.
+async fn add_modules_path(router: &NodeRecord, paths: Option<&str>) -> Result<(), ClientError> {
+    let Some(paths) = paths else { return Ok(()) };
+    let dirs: Vec<String> = std::env::split_paths(&polis_discovery::locate::absolute_paths(paths))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let channel = connect::dial(router).await?;
+    let reply = pb::admin_client::AdminClient::new(channel)
+        .add_module_path(pb::AddModulePathRequest { dirs })
+        .await?
+        .into_inner();
+    if !reply.added.is_empty() {
+        tracing::info!("added to the router's modules path: {}", reply.added.join(":"));
+    }
+    Ok(())
 }

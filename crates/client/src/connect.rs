@@ -87,7 +87,10 @@ impl Launcher {
         Self { polis: polis.into(), modules_path: None, timeout: Duration::from_secs(10) }
     }
 
-    /// A launcher running `$POLIS_BIN`, else `polis` from `PATH`.
+    /// A launcher running `$POLIS_BIN`, else `polis` from `PATH`. It names
+    /// no modules path: a [`crate::Client`] passes its own
+    /// (`ClientOptions::modules_path`), and the launched router reads
+    /// `POLIS_MODULES_PATH` from the environment it inherits.
     pub fn from_env() -> Self {
         Self::new(std::env::var_os("POLIS_BIN").map_or_else(|| PathBuf::from("polis"), PathBuf::from))
     }
@@ -170,7 +173,7 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
     let mut cmd = polis_mesh::process::command(&polis, Path::new("/"), polis_mesh::process::Group::Parent);
     cmd.arg("--mesh-dir").arg(mesh.root());
     if let Some(paths) = &launcher.modules_path {
-        cmd.arg("--modules-path").arg(absolute_paths(paths));
+        cmd.arg("--modules-path").arg(polis_discovery::locate::absolute_paths(paths));
     }
     cmd.args(["router", "--detach"]).stdout(out).stderr(err);
     let mut child =
@@ -206,11 +209,4 @@ fn absolute_if_relative(path: &Path) -> PathBuf {
     } else {
         path.to_owned()
     }
-}
-
-/// A `:`-separated search path with each entry made absolute.
-fn absolute_paths(paths: &str) -> std::ffi::OsString {
-    let dirs = std::env::split_paths(paths)
-        .map(|p| if p.as_os_str().is_empty() { p } else { std::path::absolute(&p).unwrap_or(p) });
-    std::env::join_paths(dirs).unwrap_or_else(|_| paths.into())
 }

@@ -16,6 +16,7 @@ mod dir;
 mod election;
 mod error;
 mod file;
+pub mod locate;
 mod lock;
 mod nodes;
 mod record;

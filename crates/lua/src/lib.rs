@@ -1,15 +1,21 @@
-//! polis for Neovim: the Lua module `require("polis")`, a cdylib built with
-//! mlua for LuaJIT in module mode (the Lua symbols come from the `nvim`
-//! process that loads it). It is a thin layer over `polis-client`; it must
-//! not depend on `polis-node`, and nothing in the workspace may depend on it,
-//! so that no test binary ever needs Lua symbols.
+//! polis for Neovim: the native Lua module `require("polis_native")`, a
+//! cdylib built with mlua for LuaJIT in module mode (the Lua symbols come
+//! from the `nvim` process that loads it). It is a thin layer over
+//! `polis-client`; it must not depend on `polis-node`, and nothing in the
+//! workspace may depend on it, so that no test binary ever needs Lua symbols.
+//!
+//! The plugin (`lua/polis/init.lua` at the repository's root) requires it
+//! from `lua/polis_native.so`, where `scripts/build-plugin.sh` puts it;
+//! Neovim finds `lua/NAME.so` on the runtimepath. It is not `polis.so`,
+//! whose `luaopen_polis` the plugin's own `lua/polis/init.lua` would hide.
 //!
 //! ```lua
-//! package.cpath = "/path/to/dir/?.so;" .. package.cpath  -- holds polis.so
-//! local polis = require("polis")
+//! local polis = require("polis_native")
 //! local c = assert(polis.connect{ mesh_dir = "/tmp/m", modules_path = "/tmp/mods" })
 //! print(c:call("echo", "ping"))                  --> pong
 //! c:call_async("echo", "echo", { a = { 1, 2 } }, function(err, result) end)
+//! c:call_stream("echo", "stream", { count = 3 }, function(item) end, function(err) end)
+//! polis.connect_async({ name = "x" }, function(c, err) end)
 //! c:close()
 //! ```
 //!
@@ -18,19 +24,23 @@
 //! - This file: the native part. `polis.connect` gives a client userdata
 //!   whose `call` blocks on the module's tokio runtime with a timeout, and
 //!   whose `_start` spawns a call on that runtime and returns an id.
+//! - `stream.rs`: `_start_stream`, a streamed call whose items and end come
+//!   out of the same completion queue, in order.
+//! - `pending.rs`: `_connect_start`, a connect on the runtime whose client
+//!   is taken on the main loop (`polis.connect_async`).
 //! - `polis.lua`: the Lua part, run once at `require`. It wraps the userdata
-//!   in the client object of DESIGN.md §9 and delivers `call_async`
-//!   callbacks on Neovim's main loop.
+//!   in the client object of DESIGN.md §9 and delivers callbacks on
+//!   Neovim's main loop.
 //!
 //! # Threads
 //!
 //! Lua is only ever touched on the thread that calls into the module
 //! (Neovim's main thread). The runtime's workers never call Lua: a finished
-//! `call_async` pushes its outcome onto the client's completion queue and
-//! writes one byte to a socket pair. The Lua side watches the other end with
-//! a libuv pipe (`vim.loop.new_pipe():open(fd)`); when bytes arrive it drains
-//! the queue with `_drain()` and runs each callback through `vim.schedule`,
-//! where the whole Neovim API is allowed.
+//! `call_async` (or a stream's item, or a connect) pushes its outcome onto a
+//! queue and writes one byte to a socket pair. The Lua side watches the
+//! other end with a libuv pipe (`vim.loop.new_pipe():open(fd)`); when bytes
+//! arrive it drains the queue with `_drain()` and runs each callback
+//! through `vim.schedule`, where the whole Neovim API is allowed.
 //!
 //! # JSON mapping
 //!
@@ -53,6 +63,8 @@
 
 mod events;
 mod json;
+mod pending;
+mod stream;
 
 use std::{
     collections::VecDeque,
@@ -78,11 +90,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `close` waits for the goodbye to the router.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The module's entry point, `luaopen_polis`.
-#[mlua::lua_module]
+/// The module's entry point, `luaopen_polis_native`.
+#[mlua::lua_module(name = "polis_native")]
 fn polis(lua: &Lua) -> mlua::Result<Table> {
     let core = lua.create_table()?;
     core.set("connect", lua.create_function(connect)?)?;
+    core.set("_connect_start", lua.create_function(pending::start)?)?;
+    core.set("locate", lua.create_function(locate)?)?;
     Mapping::install(lua)?;
     let mapping = Mapping::new(lua)?;
     core.set("null", mapping.null)?;
@@ -120,6 +134,20 @@ fn connect(lua: &Lua, opts: Option<Table>) -> mlua::Result<MultiValue> {
     }
 }
 
+/// `polis.locate{ mesh_dir =, modules_path = }` -> `{ mesh_dir =, modules_path = }`:
+/// where `polis.connect` with these options looks (`polis_discovery::locate`,
+/// the CLI's order); `modules_path` is nil when none is brought.
+fn locate(lua: &Lua, opts: Option<Table>) -> mlua::Result<Table> {
+    let get = |key: &str| -> mlua::Result<Option<String>> {
+        opts.as_ref().map_or(Ok(None), |t| t.get::<Option<String>>(key))
+    };
+    let found = lua.create_table()?;
+    let mesh = polis_discovery::locate::mesh_dir(get("mesh_dir")?.map(PathBuf::from));
+    found.set("mesh_dir", mesh.display().to_string())?;
+    found.set("modules_path", polis_discovery::locate::modules_path(get("modules_path")?.as_deref()))?;
+    Ok(found)
+}
+
 /// What a failed function returns to Lua: `nil, err`; a success returns its
 /// one value alone.
 fn failure(lua: &Lua, err: String) -> mlua::Result<MultiValue> {
@@ -144,7 +172,9 @@ impl ConnectOptions {
                 (_, Value::Nil) => {}
                 ("name", Value::String(s)) => client.name = s.to_string_lossy(),
                 ("mesh_dir", Value::String(s)) => client.mesh_dir = Some(PathBuf::from(s.to_string_lossy())),
-                ("modules_path", Value::String(s)) => launcher.modules_path = Some(s.to_string_lossy()),
+                ("modules_path", Value::String(s)) => {
+                    client.modules_path = polis_discovery::locate::modules_path(Some(&s.to_string_lossy()));
+                }
                 ("polis", Value::String(s)) => launcher.polis = PathBuf::from(s.to_string_lossy()),
                 ("launch", Value::Boolean(b)) => launch = b,
                 ("transport", Value::String(s)) => {
@@ -170,10 +200,27 @@ impl ConnectOptions {
         client.launch = launch.then_some(launcher);
         Ok(Self { client, timeout })
     }
+
+    /// Connects (or launches a router) within the timeout.
+    async fn connect(self) -> Result<Client, String> {
+        tokio::time::timeout(self.timeout, Client::connect(self.client))
+            .await
+            .map_err(|_| format!("UNAVAILABLE: no router within {:?}", self.timeout))?
+            .map_err(error_text)
+    }
 }
 
-/// What a finished asynchronous call left for Lua: its id and outcome.
-type Completion = (u64, Result<serde_json::Value, String>);
+/// What an asynchronous call left for Lua: its id and outcome.
+type Completion = (u64, Outcome);
+
+/// One step of an asynchronous call.
+enum Outcome {
+    /// A streamed item; more follow, then a `Done`.
+    Item(serde_json::Value),
+    /// The call's end: the result of a unary call (`Null` for a stream), or
+    /// its error.
+    Done(Result<serde_json::Value, String>),
+}
 
 /// The completion queue of one client, filled by the runtime's workers and
 /// drained on Neovim's main thread.
@@ -216,12 +263,14 @@ struct LuaClient {
 
 impl LuaClient {
     fn connect(runtime: &'static Runtime, opts: ConnectOptions) -> Result<Self, String> {
+        let client = runtime.block_on(opts.connect())?;
+        Self::new(runtime, client)
+    }
+
+    /// The userdata for a connected client.
+    fn new(runtime: &'static Runtime, client: Client) -> Result<Self, String> {
         let (reader, writer) =
             UnixStream::pair().map_err(|e| format!("INTERNAL: cannot make a socket pair: {e}"))?;
-        let client = runtime
-            .block_on(async { tokio::time::timeout(opts.timeout, Client::connect(opts.client)).await })
-            .map_err(|_| format!("UNAVAILABLE: no router within {:?}", opts.timeout))?
-            .map_err(error_text)?;
         Ok(Self {
             runtime,
             client: Some(Arc::new(client)),
@@ -342,7 +391,7 @@ impl UserData for LuaClient {
                     async move {
                         tokio::select! {
                             result = call(&client, &service, &method, &params, timeout) => {
-                                completions.push((id, result));
+                                completions.push((id, Outcome::Done(result)));
                             }
                             () = cancel.cancelled() => {}
                         }
@@ -367,7 +416,16 @@ impl UserData for LuaClient {
             Ok(reader.into_raw_fd())
         });
 
-        // c:_drain() -> { {id=, err=, result=}, ... }: the finished calls.
+        // c:_start_stream(service, method, args [, timeout_ms]) -> id | (nil, err)
+        methods.add_method_mut("_start_stream", |lua, this, args: CallArgs| {
+            match stream::start(lua, this, args) {
+                Ok(id) => id.into_lua_multi(lua),
+                Err(err) => failure(lua, err),
+            }
+        });
+
+        // c:_drain() -> { {id=, err=, result=, more=}, ... }: what came in,
+        // in order; `more = true` marks a stream's item (in `result`).
         methods.add_method("_drain", |lua, this, ()| {
             let done = lua.create_table()?;
             let mapping = Mapping::new(lua)?;
@@ -375,8 +433,12 @@ impl UserData for LuaClient {
                 let entry = lua.create_table()?;
                 entry.set("id", id)?;
                 match outcome {
-                    Ok(value) => entry.set("result", mapping.to_lua(lua, &value)?)?,
-                    Err(err) => entry.set("err", err)?,
+                    Outcome::Item(value) => {
+                        entry.set("result", mapping.to_lua(lua, &value)?)?;
+                        entry.set("more", true)?;
+                    }
+                    Outcome::Done(Ok(value)) => entry.set("result", mapping.to_lua(lua, &value)?)?,
+                    Outcome::Done(Err(err)) => entry.set("err", err)?,
                 }
                 done.push(entry)?;
             }

@@ -16,6 +16,10 @@ local M = {
   -- getmetatable() gives the string "polis.array".
   array_mt = core.array_mt,
   version = core.version,
+  -- polis.locate{ mesh_dir =, modules_path = }: where polis.connect with
+  -- these options looks, in the CLI's order (options, POLIS_MESH_DIR /
+  -- POLIS_MESH / POLIS_MODULES_PATH, the defaults).
+  locate = core.locate,
 }
 
 -- Marks `t` (or a new table) as a JSON array: polis.array{} is [].
@@ -46,7 +50,62 @@ function M.connect(opts)
   if not native then
     return nil, err
   end
+  return M._wrap(native)
+end
+
+-- The client object around a native client.
+function M._wrap(native)
   return setmetatable({ _native = native, _callbacks = {}, _pending = 0 }, Client)
+end
+
+-- Connects in flight, kept from the garbage collector until their callback.
+local connecting = {}
+
+-- polis.connect_async({ ...as polis.connect... }, function(c, err) end):
+-- returns at once; the callback runs later on Neovim's main loop with a
+-- client, or nil and an error. Bad options are reported through the
+-- callback too.
+function M.connect_async(opts, on_connect)
+  if type(on_connect) ~= "function" then
+    error("polis: connect_async needs a callback function(client, err)", 2)
+  end
+  local uv = vim and (vim.uv or vim.loop)
+  if not uv then
+    error("polis: connect_async needs Neovim's event loop (vim.loop)", 2)
+  end
+  local pending, err
+  if opts ~= nil and type(opts) ~= "table" then
+    err = "INVALID_ARGUMENT: polis.connect_async takes a table of options"
+  else
+    pending, err = core._connect_start(opts)
+  end
+  if not pending then
+    vim.schedule(function()
+      on_connect(nil, err)
+    end)
+    return
+  end
+  local pipe = uv.new_pipe(false)
+  pipe:open(pending:_take_fd())
+  connecting[pending] = true
+  pipe:read_start(function(read_err, data)
+    -- A fast event: no Neovim API here; the callback goes through vim.schedule.
+    local native, connect_err = pending:_take()
+    if native == false and not (read_err or not data) then
+      return
+    end
+    if not pipe:is_closing() then
+      pipe:close()
+    end
+    connecting[pending] = nil
+    local client = native and M._wrap(native) or nil
+    if native == false then
+      connect_err = "INTERNAL: the connect ended without an outcome"
+    end
+    vim.schedule(function()
+      on_connect(client, connect_err)
+    end)
+  end)
 end
 
 local function check_names(service, method)
@@ -98,6 +157,42 @@ function Client:call_async(service, method, args, callback, timeout_ms)
   in_flight[self] = true
 end
 
+-- c:call_stream(service, method, args, on_item, on_done [, timeout_ms]):
+-- returns at once; on_item(item) runs for each item in order, then
+-- on_done(err) once (err nil when the stream ended well), all on Neovim's
+-- main loop. Without timeout_ms the stream runs until the module ends it.
+function Client:call_stream(service, method, args, on_item, on_done, timeout_ms)
+  if type(on_item) ~= "function" or type(on_done) ~= "function" then
+    error("polis: call_stream needs on_item(item) and on_done(err) functions", 2)
+  end
+  local uv = vim and (vim.uv or vim.loop)
+  if not uv then
+    error("polis: call_stream needs Neovim's event loop (vim.loop)", 2)
+  end
+  local id, err = nil, check_names(service, method)
+  if not err then
+    id, err = self._native:_start_stream(service, method, args, timeout_ms)
+  end
+  if not id then
+    vim.schedule(function()
+      on_done(err)
+    end)
+    return
+  end
+  if not self._pipe then
+    self:_watch(uv)
+  end
+  self._callbacks[id] = function(done_err, result, more)
+    if more then
+      on_item(result)
+    else
+      on_done(done_err)
+    end
+  end
+  self._pending = self._pending + 1
+  in_flight[self] = true
+end
+
 -- Watches the wake-up socket from the first call_async on. The callback
 -- holds the client weakly: a client dropped without close() is still
 -- collected, its native side then closes the socket, and the read below
@@ -126,10 +221,13 @@ function Client:_dispatch()
   for _, done in ipairs(self._native:_drain()) do
     local callback = self._callbacks[done.id]
     if callback then
-      self._callbacks[done.id] = nil
-      self._pending = self._pending - 1
+      -- A stream's item keeps its callback for what follows.
+      if not done.more then
+        self._callbacks[done.id] = nil
+        self._pending = self._pending - 1
+      end
       vim.schedule(function()
-        callback(done.err, done.result)
+        callback(done.err, done.result, done.more)
       end)
     end
   end

@@ -373,6 +373,16 @@ impl ModulePath {
         &self.dirs
     }
 
+    /// Appends `dir`, searched last, unless it is searched already;
+    /// whether it was added.
+    pub fn add(&mut self, dir: PathBuf) -> bool {
+        if self.dirs.contains(&dir) {
+            return false;
+        }
+        self.dirs.push(dir);
+        true
+    }
+
     /// The manifest of `name`: the first directory that has one wins.
     pub fn find(&self, name: &str) -> Result<Manifest, LookupError> {
         validate_name(name).map_err(LookupError::InvalidName)?;

@@ -539,6 +539,8 @@ async fn a_client_re_attaches_after_router_leaving_and_an_idempotent_call_follow
     let first = MeshRouter::take_office(&mesh);
     let options = ClientOptions {
         mesh_dir: Some(mesh.root().to_owned()),
+        // This test's router serves sessions only, not Admin.
+        modules_path: None,
         launch: None,
         transport: Transport::Frames,
         ..ClientOptions::new("t")

@@ -26,7 +26,7 @@ use crate::manifest::{Manifest, Protocol};
 impl Host {
     /// Starts every `autostart` module, in the background.
     pub(crate) fn autostart(self: &Arc<Self>) {
-        for manifest in self.config.modules_path.scan().into_iter().flatten().filter(|m| m.autostart) {
+        for manifest in self.modules_path().scan().into_iter().flatten().filter(|m| m.autostart) {
             let host = self.clone();
             self.tracker.spawn(async move {
                 if let Err(status) = host.instance(&manifest.name).await {
@@ -52,7 +52,7 @@ impl Host {
             }
             // Only modules that exist get an entry (and a line in `polis status`).
             if self.existing_entry(name).is_none() {
-                self.config.modules_path.find(name).map_err(|e| lookup_status(&e))?;
+                self.modules_path().find(name).map_err(|e| lookup_status(&e))?;
             }
             let entry = self.entry(name);
             let _loading = entry.load.lock().await;
@@ -67,7 +67,7 @@ impl Host {
             if let Some(live) = self.await_reattach(&entry).await {
                 return Ok(live);
             }
-            let order = self.config.modules_path.load_order(name).map_err(|e| lookup_status(&e))?;
+            let order = self.modules_path().load_order(name).map_err(|e| lookup_status(&e))?;
             let (manifest, deps) = order.split_last().expect("load order ends with the module itself");
             for dep in deps {
                 self.instance(&dep.name).await.map_err(|s| {
@@ -231,7 +231,7 @@ impl Host {
         let (mut reader, mut writer) = (LinkReader::Attached(inbound), LinkWriter::Attached(tx));
         let mut manifest = None;
         let hello = handshake::hello(&mut reader, &mut writer, self.router, None, |hello| {
-            manifest = self.config.modules_path.find(&hello.name).ok();
+            manifest = self.modules_path().find(&hello.name).ok();
             manifest.as_ref().map_or(serde_json::Value::Null, |m| m.config.clone())
         });
         let hello =

@@ -30,6 +30,7 @@ mod methods;
 mod outgoing;
 mod registry;
 mod restart;
+mod search;
 mod spawn;
 mod stop;
 mod supervise;
@@ -113,6 +114,8 @@ pub(crate) struct Host {
     launcher: Box<dyn Launch>,
     // std Mutex: only held to look up or insert an entry.
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The modules path: the config's, plus what frontends added (`search`).
+    search: std::sync::RwLock<ModulePath>,
     tracker: TaskTracker,
     closing: CancellationToken,
     /// The watchers of the calls (`Admin.Monitor`).
@@ -135,6 +138,7 @@ impl Host {
         launcher: Box<dyn Launch>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            search: std::sync::RwLock::new(config.modules_path.clone()),
             config,
             mesh,
             router,

@@ -81,7 +81,7 @@ impl Host {
             // longer available, though the router remembers it.
             .filter(|i| i.state != "available" || i.manifest.is_empty() || Path::new(&i.manifest).exists())
             .collect();
-        for manifest in self.config.modules_path.scan() {
+        for manifest in self.modules_path().scan() {
             match manifest {
                 Ok(m) if !infos.iter().any(|i| i.name == m.name) => infos.push(pb::ModuleInfo {
                     name: m.name.clone(),

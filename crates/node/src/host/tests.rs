@@ -651,3 +651,35 @@ async fn a_declared_modules_unknown_method_is_refused_without_reaching_it_and_th
         [("shout".into(), "NOT_FOUND".into(), tester()), ("echo".into(), "OK".into(), tester())]
     );
 }
+
+#[tokio::test]
+async fn added_module_dirs_are_searched_last_and_bad_ones_are_refused_whole() {
+    let fixture = Fixture::new(4096, |_| {});
+    let extra = fixture._dirs.path().join("extra");
+    write_manifest(&extra, "extra", "");
+    // `echo` there too: the router's own echo keeps winning.
+    write_manifest(&extra, "echo", "");
+    let own = fixture.host.modules_path().dirs().to_vec();
+
+    let relative = fixture.host.add_module_dirs(&["mods".into(), extra.display().to_string()]);
+    let status = relative.expect_err("a relative dir is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("\"mods\" is not an absolute directory"), "{status:?}");
+    assert_eq!(fixture.host.modules_path().dirs(), own, "a refused request adds nothing");
+
+    let added = fixture.host.add_module_dirs(&[extra.display().to_string()]).unwrap();
+    assert_eq!(added, std::slice::from_ref(&extra));
+    let again = fixture.host.add_module_dirs(&[extra.display().to_string()]).unwrap();
+    assert!(again.is_empty(), "a dir searched already is not added twice");
+    assert_eq!(fixture.host.modules_path().dirs(), [own.clone(), vec![extra.clone()]].concat());
+    assert_eq!(fixture.state("extra").state, "available", "its modules are known");
+    let echo = fixture.host.modules_path().find("echo").unwrap();
+    assert!(echo.path.starts_with(&own[0]), "the router's own echo wins: {}", echo.path.display());
+
+    let many: Vec<String> =
+        (0..super::search::MAX_ADDED_DIRS).map(|i| format!("/tmp/polis-dir-{i}")).collect();
+    let status = fixture.host.add_module_dirs(&many).expect_err("past the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("at most 64 added directories"), "{status:?}");
+    assert_eq!(fixture.host.modules_path().dirs().len(), own.len() + 1, "nothing of it was added");
+}

@@ -135,6 +135,19 @@ impl Admin for AdminService {
         Ok(Response::new(super::monitor::MonitorStream::new(watch, self.shutdown.clone())))
     }
 
+    async fn add_module_path(
+        &self,
+        request: Request<pb::AddModulePathRequest>,
+    ) -> Result<Response<pb::AddModulePathReply>, Status> {
+        let added = self.host.add_module_dirs(&request.into_inner().dirs)?;
+        let text = |dirs: &[std::path::PathBuf]| dirs.iter().map(|d| d.display().to_string()).collect();
+        if !added.is_empty() {
+            tracing::info!("modules path: added {:?}", added);
+        }
+        let dirs = text(self.host.modules_path().dirs());
+        Ok(Response::new(pb::AddModulePathReply { added: text(&added), dirs }))
+    }
+
     async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::StopReply>, Status> {
         tracing::info!("stop requested");
         self.shutdown.cancel();
