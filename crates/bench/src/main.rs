@@ -23,6 +23,7 @@
 mod floor;
 mod machine;
 mod norgopolis;
+mod notes;
 mod polis;
 mod procs;
 mod report;
@@ -80,6 +81,20 @@ enum Peer {
     /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
     #[command(hide = true)]
     CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
+    /// The notes module on a generated workspace; prints its own section.
+    Notes {
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// Use the release binaries as they are, without `cargo build`.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Writes a synthetic Neorg workspace of FILES notes into DIR.
+    GenerateNotes {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+    },
 }
 
 /// One line of progress on stderr.
@@ -96,6 +111,14 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
+        Some(Peer::Notes { files, no_build }) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(notes::run(*files, !*no_build))),
+        Some(Peer::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
+            progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
+        }),
         None => bench(&args),
     };
     match result {
