@@ -10,6 +10,7 @@ mod hermetic;
 mod meshdir;
 mod modules;
 mod neovim;
+mod notes;
 mod records;
 mod scripts;
 mod util;

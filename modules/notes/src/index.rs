@@ -363,6 +363,17 @@ fn parse_file(found: Found, ws: &Workspace, all: &[Workspace]) -> Result<Parsed,
             _ => (None, None, None),
         })
         .collect();
+    // The full text leaves the meta block out (its words are in `meta`),
+    // keeping its lines, so that line numbers found in it stay true.
+    let text = match doc.meta_lines {
+        Some((first, last)) => text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| if (first..=last).contains(&i) { "" } else { line })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => text,
+    };
     Ok(Parsed { found, title, text, doc, targets })
 }
 

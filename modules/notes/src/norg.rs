@@ -20,6 +20,8 @@ pub(crate) struct Doc {
     /// Carryover tags (`#name args`, `+name args`).
     pub(crate) tags: Vec<Tag>,
     pub(crate) problems: Vec<Problem>,
+    /// The lines of the `@document.meta` block, 0-based, both tags included.
+    pub(crate) meta_lines: Option<(usize, usize)>,
 }
 
 impl Doc {
@@ -189,8 +191,9 @@ pub(crate) fn parse(text: &str) -> Doc {
             let end = format!("{sigil}end");
             match (i + 1..lines.len()).find(|&j| lines[j].trim() == end) {
                 Some(close) => {
-                    if name == "document.meta" {
+                    if name == "document.meta" && doc.meta_lines.is_none() {
                         parse_meta(&lines[i + 1..close], &mut doc.meta);
+                        doc.meta_lines = Some((i, close));
                     }
                     i = close + 1;
                 }

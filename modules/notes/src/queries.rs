@@ -110,7 +110,7 @@ pub(crate) fn search(conn: &Connection, q: &str, workspace: Option<&str>, limit:
                 "path": r.get::<_, String>(1)?,
                 "title": r.get::<_, String>(2)?,
                 "line": line,
-                "snippet": r.get::<_, String>(3)?,
+                "snippet": r.get::<_, String>(3)?.split_whitespace().collect::<Vec<_>>().join(" "),
                 "rank": r.get::<_, f64>(4)?,
             }))
         })
