@@ -33,8 +33,14 @@ fn notes_exe() -> &'static Path {
         let profile = exe.parent().and_then(Path::parent).and_then(Path::file_name);
         // The user's own cargo and toolchain: a build tool, not under test.
         let mut cmd = polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "-p", "polis-notes", "--message-format=json-render-diagnostics", "--manifest-path"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        cmd.args([
+            "build",
+            "-p",
+            "polis-notes",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
         match profile.and_then(|p| p.to_str()) {
             Some("debug") | None => {}
             Some("release") => {
@@ -95,10 +101,14 @@ fn call(mesh: &TestMesh, method: &str, params: Value) -> Value {
 fn stream(mesh: &TestMesh, method: &str, params: Value) -> Vec<Value> {
     let run = mesh.run(&["call", "--stream", "notes", method, &params.to_string()]);
     run.code(0);
-    run.stdout().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}\n{run}"))).collect()
+    run.stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}\n{run}")))
+        .collect()
 }
 
-/// A call that must fail: its one stderr line.
+/// A call that must fail (the exit status follows the code: see the
+/// contract's exit codes): its one stderr line.
 #[track_caller]
 fn failure(mesh: &TestMesh, method: &str, params: Value, streamed: bool) -> String {
     let params = params.to_string();
@@ -108,7 +118,7 @@ fn failure(mesh: &TestMesh, method: &str, params: Value, streamed: bool) -> Stri
     }
     args.extend(["notes", method, &params]);
     let run = mesh.run(&args);
-    run.code(1);
+    assert!(!run.status().success(), "the call should fail\n{run}");
     run.error_line()
 }
 
@@ -135,9 +145,17 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
                 format!("link to {}", std::fs::read_link(&path).unwrap().display())
             } else {
                 let mut hash = std::collections::hash_map::DefaultHasher::new();
-                std::fs::read(&path).map(|b| b.hash(&mut hash)).map_or("unreadable".into(), |()| hash.finish().to_string())
+                std::fs::read(&path)
+                    .map(|b| b.hash(&mut hash))
+                    .map_or("unreadable".into(), |()| hash.finish().to_string())
             };
-            let desc = format!("{content} mode {:o} size {} mtime {}.{}", meta.mode(), meta.size(), meta.mtime(), meta.mtime_nsec());
+            let desc = format!(
+                "{content} mode {:o} size {} mtime {}.{}",
+                meta.mode(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            );
             out.insert(path.strip_prefix(dir).unwrap().display().to_string(), desc);
         }
     }
@@ -172,18 +190,29 @@ fn the_sample_workspace_through_every_method() {
         ])
     );
     assert_eq!(
-        (&summary["workspace"], &summary["files"], &summary["parsed"], &summary["unchanged"], &summary["removed"], &summary["skipped"]),
+        (
+            &summary["workspace"],
+            &summary["files"],
+            &summary["parsed"],
+            &summary["unchanged"],
+            &summary["removed"],
+            &summary["skipped"]
+        ),
         (&json!("sample"), &json!(12), &json!(12), &json!(0), &json!(0), &json!([])),
         "{summary}"
     );
 
     let ws = call(&mesh, "workspaces", json!({}));
-    assert_eq!(ws["workspaces"], json!([{ "name": "sample", "root": dir.canonicalize().unwrap(), "files": 12, "error": null }]));
+    assert_eq!(
+        ws["workspaces"],
+        json!([{ "name": "sample", "root": dir.canonicalize().unwrap(), "files": 12, "error": null }])
+    );
     assert_eq!((&ws["parsed_since_start"], &ws["warnings"]), (&json!(12), &json!([])));
 
     // The hidden directory and the non-Norg file are not notes.
     let files = stream(&mesh, "files", json!({}));
-    let listed: Vec<_> = files.iter().map(|f| (f["path"].as_str().unwrap(), f["title"].as_str().unwrap())).collect();
+    let listed: Vec<_> =
+        files.iter().map(|f| (f["path"].as_str().unwrap(), f["title"].as_str().unwrap())).collect();
     assert_eq!(
         listed,
         [
@@ -217,38 +246,103 @@ fn the_sample_workspace_through_every_method() {
     let code = call(&mesh, "outline", json!({ "path": "code.norg" }));
     assert_eq!(code, json!([{ "line": 1, "level": 1, "text": "Snippets" }]), "nothing from inside blocks");
 
-    let link = |line, kind, target: &str, description: Value, path: Value, heading: Value, resolved: Value| {
-        let workspace = if path.is_null() { Value::Null } else { json!("sample") };
-        json!({ "line": line, "kind": kind, "target": target, "description": description,
+    let link =
+        |line, kind, target: &str, description: Value, path: Value, heading: Value, resolved: Value| {
+            let workspace = if path.is_null() { Value::Null } else { json!("sample") };
+            json!({ "line": line, "kind": kind, "target": target, "description": description,
                 "workspace": workspace, "path": path, "heading": heading, "resolved": resolved })
-    };
+        };
     let null = Value::Null;
     assert_eq!(
         call(&mesh, "links", json!({ "path": "index.norg" })),
         json!([
             link(13, "file", ":garden:", json!("garden"), json!("garden.norg"), null.clone(), json!(true)),
-            link(14, "file", ":projects/polis:* Goals", json!("goals"), json!("projects/polis.norg"), json!("Goals"), json!(true)),
-            link(15, "file", ":journal/2024-01-01:", json!("journal"), json!("journal/2024-01-01.norg"), null.clone(), json!(true)),
+            link(
+                14,
+                "file",
+                ":projects/polis:* Goals",
+                json!("goals"),
+                json!("projects/polis.norg"),
+                json!("Goals"),
+                json!(true)
+            ),
+            link(
+                15,
+                "file",
+                ":journal/2024-01-01:",
+                json!("journal"),
+                json!("journal/2024-01-01.norg"),
+                null.clone(),
+                json!(true)
+            ),
             link(18, "file", ":missing:", null.clone(), json!("missing.norg"), null.clone(), json!(false)),
-            link(19, "file", ":garden:* No such heading", null.clone(), json!("garden.norg"), json!("No such heading"), json!(false)),
-            link(20, "external", "/ assets/gone.png", null.clone(), json!("assets/gone.png"), null.clone(), json!(false)),
-            link(23, "url", "https://github.com/nvim-neorg/norg-specs", json!("Norg specification"), null.clone(), null.clone(), null.clone()),
-            link(24, "external", "/ assets/photo.txt", null.clone(), json!("assets/photo.txt"), null.clone(), json!(true)),
-            link(24, "heading", "* Welcome", null.clone(), json!("index.norg"), json!("Welcome"), json!(true)),
+            link(
+                19,
+                "file",
+                ":garden:* No such heading",
+                null.clone(),
+                json!("garden.norg"),
+                json!("No such heading"),
+                json!(false)
+            ),
+            link(
+                20,
+                "external",
+                "/ assets/gone.png",
+                null.clone(),
+                json!("assets/gone.png"),
+                null.clone(),
+                json!(false)
+            ),
+            link(
+                23,
+                "url",
+                "https://github.com/nvim-neorg/norg-specs",
+                json!("Norg specification"),
+                null.clone(),
+                null.clone(),
+                null.clone()
+            ),
+            link(
+                24,
+                "external",
+                "/ assets/photo.txt",
+                null.clone(),
+                json!("assets/photo.txt"),
+                null.clone(),
+                json!(true)
+            ),
+            link(
+                24,
+                "heading",
+                "* Welcome",
+                null.clone(),
+                json!("index.norg"),
+                json!("Welcome"),
+                json!(true)
+            ),
             link(25, "anchor", "# Inbox", null.clone(), json!("index.norg"), json!("Inbox"), json!(true)),
         ])
     );
     let relative = call(&mesh, "links", json!({ "path": "journal/2024-01-02" }));
-    assert_eq!((&relative[0]["path"], &relative[0]["resolved"]), (&json!("journal/2024-01-01.norg"), &json!(true)));
+    assert_eq!(
+        (&relative[0]["path"], &relative[0]["resolved"]),
+        (&json!("journal/2024-01-01.norg"), &json!(true))
+    );
     let deep_links = call(&mesh, "links", json!({ "path": "deep" }));
-    assert_eq!(deep_links.as_array().unwrap().iter().map(|l| l["resolved"].clone()).collect::<Vec<_>>(), [json!(true), json!(true)]);
+    assert_eq!(
+        deep_links.as_array().unwrap().iter().map(|l| l["resolved"].clone()).collect::<Vec<_>>(),
+        [json!(true), json!(true)]
+    );
 
     let back = |params| {
         call(&mesh, "backlinks", params)
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| format!("{}:{} {}", l["path"].as_str().unwrap(), l["line"], l["target"].as_str().unwrap()))
+            .map(|l| {
+                format!("{}:{} {}", l["path"].as_str().unwrap(), l["line"], l["target"].as_str().unwrap())
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -262,10 +356,17 @@ fn the_sample_workspace_through_every_method() {
     );
     assert_eq!(
         back(json!({ "heading": "goals" })),
-        ["index.norg:14 :projects/polis:* Goals", "projects/notes.norg:2 :polis:* Goals", "projects/polis.norg:7 * Goals"],
+        [
+            "index.norg:14 :projects/polis:* Goals",
+            "projects/notes.norg:2 :polis:* Goals",
+            "projects/polis.norg:7 * Goals"
+        ],
         "a heading's backlinks, case-folded, this file's own included"
     );
-    assert_eq!(back(json!({ "path": "projects/polis", "heading": "Router" })), ["projects/notes.norg:2 :polis:# Router"]);
+    assert_eq!(
+        back(json!({ "path": "projects/polis", "heading": "Router" })),
+        ["projects/notes.norg:2 :polis:# Router"]
+    );
     assert_eq!(back(json!({ "path": "code" })), Vec::<String>::new());
 
     let broken = stream(&mesh, "broken_links", json!({}));
@@ -291,7 +392,8 @@ fn the_sample_workspace_through_every_method() {
             json!({ "workspace": "sample", "path": "reading.norg", "line": 7, "state": "done", "text": "read the Norg specification", "heading_path": ["Books"] }),
         ]
     );
-    let texts = |state| tasks(state).iter().map(|t| t["text"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let texts =
+        |state| tasks(state).iter().map(|t| t["text"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert_eq!(texts("undone"), ["water the tomatoes", "sort the inbox", "buy seeds", "elect a router"]);
     assert_eq!(texts("pending"), ["build a trellis for the beans", "hand over on upgrade"]);
     assert_eq!(texts("on_hold"), ["wait for the events issue", "the dragon book"]);
@@ -321,19 +423,38 @@ fn the_sample_workspace_through_every_method() {
                 "categories": ["index", "personal"], "created": "2024-01-01", "updated": "2024-02-01" })
     );
     assert_eq!(call(&mesh, "meta", json!({ "path": "reading" }))["meta"]["categories"], json!(["reading"]));
-    assert_eq!(call(&mesh, "meta", json!({ "path": "projects/polis" }))["meta"]["categories"], json!(["work", "rust"]));
+    assert_eq!(
+        call(&mesh, "meta", json!({ "path": "projects/polis" }))["meta"]["categories"],
+        json!(["work", "rust"])
+    );
     let malformed = call(&mesh, "meta", json!({ "path": "malformed" }));
     assert_eq!(malformed["problems"].as_array().unwrap().len(), 4, "{malformed}");
 
     let hits = call(&mesh, "search", json!({ "q": "tomatoes" }));
-    let found: Vec<_> = hits.as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap(), h["line"].as_u64().unwrap())).collect();
+    let found: Vec<_> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["path"].as_str().unwrap(), h["line"].as_u64().unwrap()))
+        .collect();
     assert_eq!(found, [("garden.norg", 17), ("journal/2024-01-01.norg", 7), ("projects/polis.norg", 7)]);
-    assert_eq!(hits[0]["snippet"], "#season summer * Vegetables «Tomatoes» need sun and water every morning. ** «Tomatoes» - ( )…");
+    assert_eq!(
+        hits[0]["snippet"],
+        "#season summer * Vegetables «Tomatoes» need sun and water every morning. ** «Tomatoes» - ( ) water…"
+    );
     let accents = call(&mesh, "search", json!({ "q": "cafe naive" }));
-    assert_eq!(field(accents.as_array().unwrap(), "path"), ["journal/2024-01-02.norg"], "diacritics folded, every word");
+    assert_eq!(
+        field(accents.as_array().unwrap(), "path"),
+        ["journal/2024-01-02.norg"],
+        "diacritics folded, every word"
+    );
     let prefix = call(&mesh, "search", json!({ "q": "xylo*" }));
     assert_eq!(field(prefix.as_array().unwrap(), "path"), ["no-meta.norg"]);
-    assert_eq!(call(&mesh, "search", json!({ "q": "\"unbalanced" })), json!([]), "quotes are words, not syntax");
+    assert_eq!(
+        call(&mesh, "search", json!({ "q": "\"unbalanced" })),
+        json!([]),
+        "quotes are words, not syntax"
+    );
     assert_eq!(call(&mesh, "search", json!({ "q": "the", "limit": 2 })).as_array().unwrap().len(), 2);
     let empty = failure(&mesh, "search", json!({ "q": "  " }), false);
     assert_eq!(empty, "error: INVALID_ARGUMENT: search: `q` has no words to look for");
@@ -344,7 +465,11 @@ fn the_sample_workspace_through_every_method() {
     let outside = failure(&mesh, "outline", json!({ "path": "/etc/passwd" }), false);
     assert!(outside.starts_with("error: NOT_FOUND: /etc/passwd.norg is in no workspace"), "{outside}");
 
-    let rows = stream(&mesh, "query", json!({ "sql": "SELECT kind, count(*) AS n FROM links GROUP BY kind ORDER BY kind" }));
+    let rows = stream(
+        &mesh,
+        "query",
+        json!({ "sql": "SELECT kind, count(*) AS n FROM links GROUP BY kind ORDER BY kind" }),
+    );
     assert_eq!(
         rows,
         [
@@ -358,7 +483,8 @@ fn the_sample_workspace_through_every_method() {
             json!(["url", 1]),
         ]
     );
-    let unresolved = stream(&mesh, "query", json!({ "sql": "SELECT count(*) FROM link_status WHERE resolved = 0" }));
+    let unresolved =
+        stream(&mesh, "query", json!({ "sql": "SELECT count(*) FROM link_status WHERE resolved = 0" }));
     assert_eq!(unresolved[1], json!([5]), "the view agrees with broken_links");
 
     assert_eq!(snapshot(&dir), before, "the notes directory is never written");
@@ -379,24 +505,34 @@ fn two_frontends_see_edits_and_deletes_through_the_watcher() {
     wait_for(&mesh, "the start-up index", || files(&mut a) == Some(12));
     assert_eq!(files(&mut b), Some(12));
     let search = |f: &mut crate::util::Process, q: &str| -> Vec<String> {
-        let answer: Value = serde_json::from_str(&f.call(&format!("notes search {}", json!({ "q": q })))).unwrap();
-        answer.as_array().unwrap_or_else(|| panic!("{answer}")).iter().map(|h| h["path"].as_str().unwrap().to_owned()).collect()
+        let answer: Value =
+            serde_json::from_str(&f.call(&format!("notes search {}", json!({ "q": q })))).unwrap();
+        answer
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|h| h["path"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(search(&mut a, "tomatoes"), search(&mut b, "tomatoes"));
 
     // A new note, written as an editor does.
     let new = dir.join("journal/2024-01-03.norg");
     std::fs::write(&new, "* Wednesday\n  zanzibar, see {:../garden:* Flowers}\n").unwrap();
-    wait_for(&mesh, "the new note in a's search", || search(&mut a, "zanzibar") == ["journal/2024-01-03.norg"]);
+    wait_for(&mesh, "the new note in a's search", || {
+        search(&mut a, "zanzibar") == ["journal/2024-01-03.norg"]
+    });
     assert_eq!(search(&mut b, "zanzibar"), ["journal/2024-01-03.norg"], "b sees what a sees");
-    let back: Value = serde_json::from_str(&b.call(r#"notes backlinks {"path": "garden", "heading": "Flowers"}"#)).unwrap();
+    let back: Value =
+        serde_json::from_str(&b.call(r#"notes backlinks {"path": "garden", "heading": "Flowers"}"#)).unwrap();
     assert_eq!(back[0]["path"], "journal/2024-01-03.norg", "{back}");
 
     // Edited: the old words go, the new ones come.
     std::fs::write(&new, "* Wednesday\n  quokka\n").unwrap();
     wait_for(&mesh, "the edit", || search(&mut b, "quokka") == ["journal/2024-01-03.norg"]);
     assert_eq!(search(&mut a, "zanzibar"), Vec::<String>::new());
-    let outline: Value = serde_json::from_str(&a.call(r#"notes outline {"path": "journal/2024-01-03"}"#)).unwrap();
+    let outline: Value =
+        serde_json::from_str(&a.call(r#"notes outline {"path": "journal/2024-01-03"}"#)).unwrap();
     assert_eq!(outline, json!([{ "line": 1, "level": 1, "text": "Wednesday" }]));
 
     // Deleted: gone from every answer.
@@ -424,7 +560,11 @@ fn a_restart_reuses_the_index_and_a_failover_keeps_the_module() {
     let _standby = mesh.start_standby(&[]);
     let first = index(&mesh, json!({}));
     assert_eq!(first["files"], 12, "{first}");
-    assert_eq!(call(&mesh, "workspaces", json!({}))["parsed_since_start"], 12, "parsed once, by whichever pass came first");
+    assert_eq!(
+        call(&mesh, "workspaces", json!({}))["parsed_since_start"],
+        12,
+        "parsed once, by whichever pass came first"
+    );
 
     // The router dies; the standby takes office and the module, which
     // kept running, re-attaches to it with its state: nothing re-parsed.
@@ -433,7 +573,11 @@ fn a_restart_reuses_the_index_and_a_failover_keeps_the_module() {
     router.kill();
     mesh.wait_for("the standby to take office", || mesh.router().filter(|r| r.epoch == Some(2)));
     let after = call(&mesh, "workspaces", json!({}));
-    assert_eq!((&after["parsed_since_start"], &after["workspaces"][0]["files"]), (&json!(12), &json!(12)), "{after}");
+    assert_eq!(
+        (&after["parsed_since_start"], &after["workspaces"][0]["files"]),
+        (&json!(12), &json!(12)),
+        "{after}"
+    );
     let still: Vec<u32> = mesh.processes().into_iter().filter(|pid| is_notes(*pid)).collect();
     assert_eq!(still, module, "the same module process serves the next router");
 
@@ -441,13 +585,22 @@ fn a_restart_reuses_the_index_and_a_failover_keeps_the_module() {
     mesh.run(&["stop"]).code(0);
     mesh.wait_no_processes();
     let again = index(&mesh, json!({}));
-    assert_eq!((&again["parsed"], &again["unchanged"], &again["files"]), (&json!(0), &json!(12), &json!(12)), "{again}");
-    assert_eq!(call(&mesh, "workspaces", json!({}))["parsed_since_start"], 0, "the start-up pass parsed nothing either");
+    assert_eq!(
+        (&again["parsed"], &again["unchanged"], &again["files"]),
+        (&json!(0), &json!(12), &json!(12)),
+        "{again}"
+    );
+    assert_eq!(
+        call(&mesh, "workspaces", json!({}))["parsed_since_start"],
+        0,
+        "the start-up pass parsed nothing either"
+    );
     assert_eq!(call(&mesh, "outline", json!({ "path": "index" })).as_array().unwrap().len(), 4);
 }
 
 fn is_notes(pid: u32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "polis-notes"))
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "polis-notes"))
 }
 
 #[test]
@@ -480,14 +633,19 @@ fn bad_files_are_skipped_with_reasons_and_nothing_is_written() {
         skipped.push(json!({ "path": "secret.norg", "reason": "unreadable: permission denied" }));
     }
     skipped.push(json!({ "path": "self.norg", "reason": "symlink loop (ELOOP)" }));
-    skipped.push(json!({ "path": "sub/loop", "reason": "symlink loop: the same directory as the workspace root" }));
+    skipped.push(
+        json!({ "path": "sub/loop", "reason": "symlink loop: the same directory as the workspace root" }),
+    );
     assert_eq!(summary["skipped"], Value::Array(skipped), "{summary}");
     let files = stream(&mesh, "files", json!({}));
     let expected: &[&str] = if root_reads { &["good.norg", "secret.norg"] } else { &["good.norg"] };
     assert_eq!(field(&files, "path"), expected, "root reads mode 000: {root_reads}");
 
     // The module keeps serving, and a second pass says the same.
-    assert_eq!(field(call(&mesh, "search", json!({ "q": "findable" })).as_array().unwrap(), "path"), ["good.norg"]);
+    assert_eq!(
+        field(call(&mesh, "search", json!({ "q": "findable" })).as_array().unwrap(), "path"),
+        ["good.norg"]
+    );
     assert_eq!(index(&mesh, json!({}))["skipped"], summary["skipped"]);
     std::fs::set_permissions(dir.join("secret.norg"), std::fs::Permissions::from_mode(0o000)).unwrap();
     assert_eq!(snapshot(&dir), before, "the notes directory is never written");
@@ -501,19 +659,30 @@ fn a_missing_workspace_is_an_error_that_hurts_nothing_else() {
     mesh.module(
         "notes",
         notes_exe(),
-        &format!("[config]\nindex_on_start = false\nworkspaces = {{ gone = {:?} }}", gone.display().to_string()),
+        &format!(
+            "[config]\nindex_on_start = false\nworkspaces = {{ gone = {:?} }}",
+            gone.display().to_string()
+        ),
     );
     let ws = call(&mesh, "workspaces", json!({}));
     let error = ws["workspaces"][0]["error"].as_str().unwrap_or_default().to_owned();
     assert!(error.contains("does not exist"), "{ws}");
     assert!(ws["warnings"][0].as_str().unwrap().contains("workspace gone:"), "{ws}");
     let named = failure(&mesh, "index", json!({ "workspace": "gone" }), true);
-    assert!(named.starts_with("error: NOT_FOUND: workspace gone: ") && named.contains("does not exist"), "{named}");
+    assert!(
+        named.starts_with("error: NOT_FOUND: workspace gone: ") && named.contains("does not exist"),
+        "{named}"
+    );
     assert_eq!(index(&mesh, json!({}))["error"].as_str().map(|e| e.contains("does not exist")), Some(true));
 
-    let add = |name: &str, path: &Path| failure(&mesh, "add_workspace", json!({ "name": name, "path": path }), false);
+    let add = |name: &str, path: &Path| {
+        failure(&mesh, "add_workspace", json!({ "name": name, "path": path }), false)
+    };
     assert!(add("also-gone", &gone).starts_with("error: NOT_FOUND: workspace also-gone: "));
-    assert!(add("rel", Path::new("relative/dir")).starts_with("error: INVALID_ARGUMENT: workspace \"rel\": the path"));
+    assert!(
+        add("rel", Path::new("relative/dir"))
+            .starts_with("error: INVALID_ARGUMENT: workspace \"rel\": the path")
+    );
     assert!(add("bad/name", &dir).starts_with("error: INVALID_ARGUMENT: workspace name \"bad/name\""));
     let added = call(&mesh, "add_workspace", json!({ "name": "sample", "path": dir }));
     assert_eq!(added, json!({ "name": "sample", "root": dir.canonicalize().unwrap() }));
@@ -531,12 +700,21 @@ fn sql_that_writes_or_runs_forever_is_stopped() {
     let writes = "error: INVALID_ARGUMENT: query: only statements that read are allowed (this one writes)";
     assert_eq!(query("DELETE FROM files"), writes);
     assert_eq!(query("CREATE TABLE t (x)"), writes);
-    assert_eq!(query("SELECT 1; DELETE FROM files"), "error: INVALID_ARGUMENT: query: one statement at a time");
+    assert_eq!(
+        query("SELECT 1; DELETE FROM files"),
+        "error: INVALID_ARGUMENT: query: one statement at a time"
+    );
     let attach = query(&format!("ATTACH DATABASE '{}' AS x", dir.join("evil.db").display()));
     assert!(attach.starts_with("error: INVALID_ARGUMENT: query: "), "{attach}");
-    assert!(query("SELECT nope FROM files").starts_with("error: INVALID_ARGUMENT: query: no such column: nope"));
-    let forever = query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
-    assert_eq!(forever, "error: DEADLINE_EXCEEDED: query: interrupted at its time limit of 500 ms (timeout_ms)");
+    assert!(
+        query("SELECT nope FROM files").starts_with("error: INVALID_ARGUMENT: query: no such column: nope")
+    );
+    let forever =
+        query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
+    assert_eq!(
+        forever,
+        "error: DEADLINE_EXCEEDED: query: interrupted at its time limit of 500 ms (timeout_ms)"
+    );
     // Still serving, and nothing was lost.
     let count = stream(&mesh, "query", json!({ "sql": "SELECT count(*) FROM files" }));
     assert_eq!(count, [json!({ "columns": ["count(*)"] }), json!([12])]);
@@ -550,10 +728,18 @@ fn a_corrupt_index_is_rebuilt_with_a_warning() {
     install(&mesh, &dir, "index_on_start = false");
     let cache = mesh.home().join(".cache/polis/notes");
     std::fs::create_dir_all(&cache).unwrap();
-    std::fs::write(cache.join("index.sqlite"), "not a database at all, but long enough to look like a header".repeat(100)).unwrap();
+    std::fs::write(
+        cache.join("index.sqlite"),
+        "not a database at all, but long enough to look like a header".repeat(100),
+    )
+    .unwrap();
     let ws = call(&mesh, "workspaces", json!({}));
     let warning = ws["warnings"][0].as_str().unwrap_or_default();
-    assert!(warning.starts_with("index ") && warning.ends_with("was unreadable (file is not a database): rebuilt"), "{ws}");
+    assert!(
+        warning.starts_with("index ")
+            && warning.ends_with("was unreadable (file is not a database): rebuilt"),
+        "{ws}"
+    );
     assert_eq!(index(&mesh, json!({}))["parsed"], 12);
     assert_eq!(call(&mesh, "search", json!({ "q": "xylophone*" }))[0]["path"], "no-meta.norg");
 }

@@ -88,7 +88,11 @@ pub(crate) fn generate(dir: &Path, count: usize) -> anyhow::Result<u64> {
                 text.push('\n');
             }
             let other = rng.below(count);
-            let _ = writeln!(text, "  See {{:$/{}:* Section 0 of {other}}}[note {other}].", note_path(other).trim_end_matches(".norg"));
+            let _ = writeln!(
+                text,
+                "  See {{:$/{}:* Section 0 of {other}}}[note {other}].",
+                note_path(other).trim_end_matches(".norg")
+            );
             let _ = writeln!(text, "  - ( ) follow up on {}", word(rng.below(VOCABULARY)));
             if rng.below(4) == 0 {
                 let _ = writeln!(text, "  - (x) done with {}", word(rng.below(VOCABULARY)));
@@ -173,9 +177,13 @@ pub(crate) async fn run(files: usize, build: bool) -> anyhow::Result<()> {
     mesh.module(
         "notes",
         &notes,
-        &format!("[config]\nindex_on_start = false\nworkspaces = {{ bench = {:?} }}", dir.display().to_string()),
+        &format!(
+            "[config]\nindex_on_start = false\nworkspaces = {{ bench = {:?} }}",
+            dir.display().to_string()
+        ),
     );
-    let launcher = Launcher { modules_path: Some(mesh.modules.display().to_string()), ..Launcher::new(&bins.polis) };
+    let launcher =
+        Launcher { modules_path: Some(mesh.modules.display().to_string()), ..Launcher::new(&bins.polis) };
     let options = ClientOptions {
         mesh_dir: Some(mesh.dir.clone()),
         launch: Some(launcher),
@@ -215,7 +223,10 @@ pub(crate) async fn run(files: usize, build: bool) -> anyhow::Result<()> {
             if hits.as_array().is_some_and(|h| !h.is_empty()) {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "a saved file never became searchable");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "a saved file never became searchable"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         saves.push(started.elapsed());
@@ -229,16 +240,40 @@ pub(crate) async fn run(files: usize, build: bool) -> anyhow::Result<()> {
     let _ = writeln!(out, "## Notes: {files} generated notes ({:.1} MB)\n", bytes as f64 / 1e6);
     let _ = writeln!(out, "| what | measured | target |\n|---|---|---|");
     let _ = writeln!(out, "| cold index (through polis, `index`) | {} | ≤ 15 s |", stats::duration(cold));
-    let _ = writeln!(out, "| re-index, nothing changed ({reparsed} re-parsed) | {} | ≤ 1 s |", stats::duration(warm));
-    let _ = writeln!(out, "| `search` p50 / p95 ({} calls) | {} / {} | p50 ≤ 3 ms |", search.len(), stats::duration(search.p50()), stats::duration(search.pct(95.0)));
-    let _ = writeln!(out, "| `backlinks` p50 / p95 | {} / {} | p50 ≤ 2 ms |", stats::duration(back.p50()), stats::duration(back.pct(95.0)));
-    let _ = writeln!(out, "| saved file searchable, p50 / max ({SAVES} saves) | {} / {} | ≤ 300 ms |", stats::duration(saves.p50()), stats::duration(saves.pct(100.0)));
+    let _ = writeln!(
+        out,
+        "| re-index, nothing changed ({reparsed} re-parsed) | {} | ≤ 1 s |",
+        stats::duration(warm)
+    );
+    let _ = writeln!(
+        out,
+        "| `search` p50 / p95 ({} calls) | {} / {} | p50 ≤ 3 ms |",
+        search.len(),
+        stats::duration(search.p50()),
+        stats::duration(search.pct(95.0))
+    );
+    let _ = writeln!(
+        out,
+        "| `backlinks` p50 / p95 | {} / {} | p50 ≤ 2 ms |",
+        stats::duration(back.p50()),
+        stats::duration(back.pct(95.0))
+    );
+    let _ = writeln!(
+        out,
+        "| saved file searchable, p50 / max ({SAVES} saves) | {} / {} | ≤ 300 ms |",
+        stats::duration(saves.p50()),
+        stats::duration(saves.pct(100.0))
+    );
     let rss = rss.map_or("not found".to_owned(), stats::mib);
     let _ = writeln!(out, "| module RSS after all this | {rss} | ≤ 100 MB |");
     match rg {
         Some(rg) => {
             let ratio = rg.p50().as_secs_f64() / search.p50().as_secs_f64().max(1e-9);
-            let _ = writeln!(out, "| `rg --json -i WORD` p50 (30 words) | {} ({ratio:.0}× the index's search) | anchor |", stats::duration(rg.p50()));
+            let _ = writeln!(
+                out,
+                "| `rg --json -i WORD` p50 (30 words) | {} ({ratio:.0}× the index's search) | anchor |",
+                stats::duration(rg.p50())
+            );
         }
         None => {
             let _ = writeln!(out, "| `rg --json` | not installed | anchor |");

@@ -146,9 +146,12 @@ fn try_open(path: &Path) -> Result<Option<Connection>, String> {
         return Ok(None);
     }
     let conn = connect(path).map_err(|e| e.to_string())?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| e.to_string())?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| e.to_string())?;
     if version != SCHEMA_VERSION {
-        eprintln!("notes: the index has schema version {version}, this module {SCHEMA_VERSION}: rebuilding it");
+        eprintln!(
+            "notes: the index has schema version {version}, this module {SCHEMA_VERSION}: rebuilding it"
+        );
         return Ok(None);
     }
     let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
@@ -166,7 +169,9 @@ fn remove(path: &Path) -> Result<(), String> {
         match std::fs::remove_file(&name) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove the old index {}: {e}", PathBuf::from(name).display())),
+            Err(e) => {
+                return Err(format!("cannot remove the old index {}: {e}", PathBuf::from(name).display()));
+            }
         }
     }
     Ok(())
@@ -184,7 +189,8 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 
 /// A read-only connection to the index, for queries (`query {sql}` among them).
 pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
@@ -229,9 +235,12 @@ mod tests {
     #[test]
     fn the_bundled_sqlite_has_fts5() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE VIRTUAL TABLE t USING fts5(x); INSERT INTO t VALUES ('hello world');").unwrap();
+        conn.execute_batch("CREATE VIRTUAL TABLE t USING fts5(x); INSERT INTO t VALUES ('hello world');")
+            .unwrap();
         let hit: String = conn
-            .query_row("SELECT snippet(t, 0, '[', ']', '…', 5) FROM t WHERE t MATCH 'world'", [], |r| r.get(0))
+            .query_row("SELECT snippet(t, 0, '[', ']', '…', 5) FROM t WHERE t MATCH 'world'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(hit, "hello [world]");
     }

@@ -108,7 +108,10 @@ pub(crate) fn walk(ws: &Workspace, limits: Limits) -> Result<(Vec<Found>, Vec<Sk
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) => {
-                skipped.push(Skipped { path: rel_dir.clone(), reason: format!("directory cannot be read ({e})") });
+                skipped.push(Skipped {
+                    path: rel_dir.clone(),
+                    reason: format!("directory cannot be read ({e})"),
+                });
                 continue;
             }
         };
@@ -146,7 +149,10 @@ pub(crate) fn walk(ws: &Workspace, limits: Limits) -> Result<(Vec<Found>, Vec<Sk
                 match seen.get(&(meta.dev(), meta.ino())) {
                     Some(first) => {
                         let first = if first.is_empty() { "the workspace root" } else { first };
-                        skipped.push(Skipped { path: rel, reason: format!("symlink loop: the same directory as {first}") });
+                        skipped.push(Skipped {
+                            path: rel,
+                            reason: format!("symlink loop: the same directory as {first}"),
+                        });
                     }
                     None => {
                         seen.insert((meta.dev(), meta.ino()), rel.clone());
@@ -233,7 +239,11 @@ pub(crate) fn index_workspace(
                 Ok(parsed) => {
                     let path = parsed.found.rel.clone();
                     for p in &parsed.doc.problems {
-                        summary.problems.push(FileProblem { path: path.clone(), line: p.line, message: p.message.clone() });
+                        summary.problems.push(FileProblem {
+                            path: path.clone(),
+                            line: p.line,
+                            message: p.message.clone(),
+                        });
                     }
                     let kind = if known.contains_key(&path) { "modified" } else { "created" };
                     write_file(&tx, &ws.name, &parsed).map_err(db_error)?;
@@ -290,7 +300,8 @@ pub(crate) fn reindex_one(
     let tx = conn.transaction().map_err(db_error)?;
     let kind = match meta {
         Some(meta) => {
-            let found = Found { abs, rel: rel.to_owned(), mtime_ns: mtime_ns(&meta), size: meta.len() as i64 };
+            let found =
+                Found { abs, rel: rel.to_owned(), mtime_ns: mtime_ns(&meta), size: meta.len() as i64 };
             if known == Some((found.mtime_ns, found.size)) {
                 return Ok(None);
             }
@@ -301,7 +312,11 @@ pub(crate) fn reindex_one(
                 }
                 Err(skip) => {
                     eprintln!("notes: {}/{}: skipped: {}", ws.name, skip.path, skip.reason);
-                    known.map(|_| delete_file(&tx, &ws.name, rel)).transpose().map_err(db_error)?.map(|()| "deleted")
+                    known
+                        .map(|_| delete_file(&tx, &ws.name, rel))
+                        .transpose()
+                        .map_err(db_error)?
+                        .map(|()| "deleted")
                 }
             }
         }
@@ -321,7 +336,9 @@ fn parse_file(found: Found, ws: &Workspace, all: &[Workspace]) -> Result<Parsed,
     let skip = |reason: String| Skipped { path: found.rel.clone(), reason };
     let bytes = match std::fs::read(&found.abs) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(skip("deleted while indexing".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(skip("deleted while indexing".into()));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(skip("unreadable: permission denied".into()));
         }
@@ -340,21 +357,27 @@ fn parse_file(found: Found, ws: &Workspace, all: &[Workspace]) -> Result<Parsed,
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .or_else(|| doc.headings.first().map(|h| h.text.clone()))
-        .unwrap_or_else(|| found.rel.trim_end_matches(".norg").rsplit('/').next().unwrap_or_default().to_owned());
+        .unwrap_or_else(|| {
+            found.rel.trim_end_matches(".norg").rsplit('/').next().unwrap_or_default().to_owned()
+        });
     let targets = doc
         .links
         .iter()
         .map(|link| match link.kind {
             LinkKind::File => {
-                let (target_ws, path) = resolve_target(link.file.as_deref().unwrap_or(""), ws, &found.rel, all, true);
+                let (target_ws, path) =
+                    resolve_target(link.file.as_deref().unwrap_or(""), ws, &found.rel, all, true);
                 let exists = target_ws.is_none().then(|| path.is_file());
                 (target_ws, Some(path.to_string_lossy().into_owned()), exists)
             }
             LinkKind::Heading | LinkKind::Anchor => (Some(ws.name.clone()), Some(found.rel.clone()), None),
             LinkKind::External => {
-                let (target_ws, path) = resolve_target(link.file.as_deref().unwrap_or(""), ws, &found.rel, all, false);
+                let (target_ws, path) =
+                    resolve_target(link.file.as_deref().unwrap_or(""), ws, &found.rel, all, false);
                 let abs = match &target_ws {
-                    Some(name) => all.iter().find(|w| &w.name == name).map(|w| w.root.join(&path)).unwrap_or_default(),
+                    Some(name) => {
+                        all.iter().find(|w| &w.name == name).map(|w| w.root.join(&path)).unwrap_or_default()
+                    }
                     None => path.clone(),
                 };
                 // A stat, never a read: whether the file is there.
@@ -384,7 +407,8 @@ fn known_files(conn: &Connection, ws: &str) -> rusqlite::Result<HashMap<String, 
 }
 
 fn count_files(conn: &Connection, ws: &str) -> rusqlite::Result<usize> {
-    conn.query_row("SELECT count(*) FROM files WHERE workspace = ?1", [ws], |r| r.get::<_, i64>(0)).map(|n| n as usize)
+    conn.query_row("SELECT count(*) FROM files WHERE workspace = ?1", [ws], |r| r.get::<_, i64>(0))
+        .map(|n| n as usize)
 }
 
 /// Removes a file and all it said from the index.
@@ -421,11 +445,16 @@ pub(crate) fn forget_workspace(conn: &mut Connection, ws: &Workspace) -> Result<
 
 fn write_file(tx: &Transaction<'_>, ws: &str, p: &Parsed) -> rusqlite::Result<()> {
     delete_file(tx, ws, &p.found.rel)?;
-    tx.prepare_cached("INSERT INTO files (workspace, path, mtime_ns, size, title) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![ws, p.found.rel, p.found.mtime_ns, p.found.size, p.title])?;
+    tx.prepare_cached(
+        "INSERT INTO files (workspace, path, mtime_ns, size, title) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![ws, p.found.rel, p.found.mtime_ns, p.found.size, p.title])?;
     let id = tx.last_insert_rowid();
-    tx.prepare_cached("INSERT INTO fts (rowid, title, body) VALUES (?1, ?2, ?3)")?.execute(params![id, p.title, p.text])?;
-    let mut stmt = tx.prepare_cached("INSERT INTO headings (file_id, line, level, text, norm) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    tx.prepare_cached("INSERT INTO fts (rowid, title, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, p.title, p.text])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO headings (file_id, line, level, text, norm) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for h in &p.doc.headings {
         stmt.execute(params![id, h.line, h.level, h.text, norg::normalize(&h.text)])?;
     }
@@ -448,8 +477,9 @@ fn write_file(tx: &Transaction<'_>, ws: &str, p: &Parsed) -> rusqlite::Result<()
             exists
         ])?;
     }
-    let mut stmt =
-        tx.prepare_cached("INSERT INTO tasks (file_id, line, state, text, heading_path) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO tasks (file_id, line, state, text, heading_path) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for t in &p.doc.tasks {
         stmt.execute(params![id, t.line, t.state.name(), t.text, t.heading_path.join(" > ")])?;
     }
@@ -457,8 +487,8 @@ fn write_file(tx: &Transaction<'_>, ws: &str, p: &Parsed) -> rusqlite::Result<()
     for (k, v) in &p.doc.meta {
         stmt.execute(params![id, k, v])?;
     }
-    let mut stmt =
-        tx.prepare_cached("INSERT INTO tags (file_id, line, name, args, source) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO tags (file_id, line, name, args, source) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for (_, v) in p.doc.meta.iter().filter(|(k, _)| k == "categories") {
         stmt.execute(params![id, None::<u32>, v, "", "category"])?;
     }

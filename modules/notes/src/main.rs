@@ -139,7 +139,9 @@ async fn notes(call: &Call) -> Result<Arc<Notes>, ModuleError> {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ModuleError> + Send + 'static,
 ) -> Result<T, ModuleError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ModuleError::internal(format!("notes worker failed: {e}")))?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ModuleError::internal(format!("notes worker failed: {e}")))?
 }
 
 async fn send_all(items: &Items, list: Vec<Value>) -> Result<(), ModuleError> {
@@ -235,8 +237,10 @@ async fn tasks(call: Call, items: Items) -> Result<(), ModuleError> {
         (notes(&call).await?, None)
     };
     let workspace = workspace_param(&notes, &call)?;
-    let list =
-        blocking(move || queries::tasks(&notes.reader(), state.as_deref(), workspace.as_deref(), file.as_ref())).await?;
+    let list = blocking(move || {
+        queries::tasks(&notes.reader(), state.as_deref(), workspace.as_deref(), file.as_ref())
+    })
+    .await?;
     send_all(&items, list).await
 }
 
@@ -251,7 +255,9 @@ async fn query(call: Call, items: Items) -> Result<(), ModuleError> {
     }
     let (send, mut receive) = mpsc::channel::<Value>(64);
     let index = notes.index_path.clone();
-    let work = tokio::task::spawn_blocking(move || sql::run(&index, &sql, limit, |row| send.blocking_send(row).is_ok()));
+    let work = tokio::task::spawn_blocking(move || {
+        sql::run(&index, &sql, limit, |row| send.blocking_send(row).is_ok())
+    });
     while let Some(row) = receive.recv().await {
         items.send(row).await?;
     }

@@ -202,7 +202,9 @@ pub(crate) fn parse(text: &str) -> Doc {
                     // `@end` does not hide every heading and link after it.
                     doc.problems.push(Problem {
                         line: line_no,
-                        message: format!("unclosed {sigil}{name} block (no {end} before the end of the file)"),
+                        message: format!(
+                            "unclosed {sigil}{name} block (no {end} before the end of the file)"
+                        ),
                     });
                     i += 1;
                 }
@@ -317,7 +319,8 @@ fn links(line: &str, line_no: u32, doc: &mut Doc) {
                 }
                 let link = link(raw, line_no, description);
                 if link.kind == LinkKind::Invalid {
-                    doc.problems.push(Problem { line: line_no, message: format!("link {{{raw}}} has no target") });
+                    doc.problems
+                        .push(Problem { line: line_no, message: format!("link {{{raw}}} has no target") });
                 }
                 doc.links.push(link);
                 i = end;
@@ -421,9 +424,18 @@ fn parse_meta(lines: &[&str], meta: &mut Vec<(String, String)>) {
         };
         if let Some(inline) = open.strip_suffix(']') {
             // One line: commas separate items when there are any, else spaces.
-            let items: Vec<&str> =
-                if inline.contains(',') { inline.split(',').collect() } else { inline.split_whitespace().collect() };
-            meta.extend(items.into_iter().map(str::trim).filter(|s| !s.is_empty()).map(|s| (key.clone(), s.to_owned())));
+            let items: Vec<&str> = if inline.contains(',') {
+                inline.split(',').collect()
+            } else {
+                inline.split_whitespace().collect()
+            };
+            meta.extend(
+                items
+                    .into_iter()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (key.clone(), s.to_owned())),
+            );
             continue;
         }
         // Several lines: one item per line (commas allowed) until `]`.

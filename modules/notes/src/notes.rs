@@ -50,12 +50,17 @@ impl Config {
         if let Some(ws) = table.get("workspaces") {
             let ws = ws.as_object().ok_or("config: `workspaces` must be a table of name = \"path\"")?;
             for (name, path) in ws {
-                let path = path.as_str().ok_or_else(|| format!("config: workspace {name:?} must be a path string"))?;
+                let path = path
+                    .as_str()
+                    .ok_or_else(|| format!("config: workspace {name:?} must be a path string"))?;
                 out.workspaces.push((name.clone(), path.to_owned()));
             }
         }
         let number = |key: &str| -> Result<Option<u64>, String> {
-            table.get(key).map(|v| v.as_u64().ok_or(format!("config: `{key}` must be a non-negative integer"))).transpose()
+            table
+                .get(key)
+                .map(|v| v.as_u64().ok_or(format!("config: `{key}` must be a non-negative integer")))
+                .transpose()
         };
         if let Some(n) = number("max_file_bytes")? {
             out.max_file_bytes = n;
@@ -205,7 +210,11 @@ impl Notes {
     }
 
     /// One incremental pass over `ws`.
-    pub(crate) fn index(&self, ws: &Workspace, progress: &mut dyn FnMut(Progress)) -> Result<Summary, String> {
+    pub(crate) fn index(
+        &self,
+        ws: &Workspace,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Summary, String> {
         let all = self.workspaces();
         let summary = index::index_workspace(&mut lock(&self.writer), ws, &all, self.limits(), progress)?;
         self.parsed.fetch_add(summary.parsed as u64, Ordering::Relaxed);

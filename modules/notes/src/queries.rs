@@ -45,8 +45,11 @@ pub(crate) fn find_file(
     let mut stmt = conn
         .prepare_cached("SELECT id, workspace FROM files WHERE path = ?1 AND (?2 IS NULL OR workspace = ?2)")
         .map_err(db)?;
-    let hits: Vec<(i64, String)> =
-        stmt.query_map(params![rel, workspace], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?.collect::<Result<_, _>>().map_err(db)?;
+    let hits: Vec<(i64, String)> = stmt
+        .query_map(params![rel, workspace], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
     match hits.as_slice() {
         [(id, ws)] => Ok(FileRef { id: *id, workspace: ws.clone(), path: rel }),
         [] => Err(ModuleError::not_found(match &workspace {
@@ -85,7 +88,12 @@ pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<String>)> {
 /// `search {q, workspace?, limit?}`: files matching every word, best first
 /// (bm25, the title weighing more), with a highlighted snippet and the
 /// first line holding a word.
-pub(crate) fn search(conn: &Connection, q: &str, workspace: Option<&str>, limit: u32) -> Result<Vec<Value>, ModuleError> {
+pub(crate) fn search(
+    conn: &Connection,
+    q: &str,
+    workspace: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Value>, ModuleError> {
     let (query, words) =
         fts_query(q).ok_or_else(|| ModuleError::invalid_argument("search: `q` has no words to look for"))?;
     let mut stmt = conn
@@ -124,7 +132,11 @@ pub(crate) fn outline(conn: &Connection, file: &FileRef) -> Result<Vec<Value>, M
         conn,
         "SELECT line, level, text FROM headings WHERE file_id = ?1 ORDER BY line",
         params![file.id],
-        |r| Ok(json!({ "line": r.get::<_, i64>(0)?, "level": r.get::<_, i64>(1)?, "text": r.get::<_, String>(2)? })),
+        |r| {
+            Ok(
+                json!({ "line": r.get::<_, i64>(0)?, "level": r.get::<_, i64>(1)?, "text": r.get::<_, String>(2)? }),
+            )
+        },
     )
 }
 
@@ -158,7 +170,11 @@ pub(crate) fn links(conn: &Connection, file: &FileRef) -> Result<Vec<Value>, Mod
 /// `backlinks {path}`: the links of other files to this one; with
 /// `heading`, the links to that heading (from anywhere, this file too);
 /// `heading` alone: to a heading of that text in any file.
-pub(crate) fn backlinks(conn: &Connection, file: Option<&FileRef>, heading: Option<&str>) -> Result<Vec<Value>, ModuleError> {
+pub(crate) fn backlinks(
+    conn: &Connection,
+    file: Option<&FileRef>,
+    heading: Option<&str>,
+) -> Result<Vec<Value>, ModuleError> {
     let norm = heading.map(norg::normalize);
     let (ws, path) = match file {
         Some(f) => (Some(f.workspace.as_str()), Some(f.path.as_str())),
@@ -244,7 +260,10 @@ pub(crate) fn tasks(
         && !norg::State::ALL.iter().any(|s| s.name() == state)
     {
         let names: Vec<_> = norg::State::ALL.iter().map(|s| s.name()).collect();
-        return Err(ModuleError::invalid_argument(format!("unknown task state {state:?}: one of {}", names.join(", "))));
+        return Err(ModuleError::invalid_argument(format!(
+            "unknown task state {state:?}: one of {}",
+            names.join(", ")
+        )));
     }
     rows(
         conn,
@@ -293,15 +312,18 @@ const ARRAYS: [&str; 2] = ["authors", "categories"];
 /// always arrays, any key written more than once too), the title the index
 /// uses, the carryover tags and the file's problems.
 pub(crate) fn meta(conn: &Connection, file: &FileRef) -> Result<Value, ModuleError> {
-    let title: Option<String> =
-        conn.query_row("SELECT title FROM files WHERE id = ?1", [file.id], |r| r.get(0)).optional().map_err(db)?;
+    let title: Option<String> = conn
+        .query_row("SELECT title FROM files WHERE id = ?1", [file.id], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
     let mut meta = Map::new();
     for key in ARRAYS {
         meta.insert(key.to_owned(), Value::Array(Vec::new()));
     }
-    let entries = rows(conn, "SELECT key, value FROM meta WHERE file_id = ?1 ORDER BY rowid", params![file.id], |r| {
-        Ok(json!([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))
-    })?;
+    let entries =
+        rows(conn, "SELECT key, value FROM meta WHERE file_id = ?1 ORDER BY rowid", params![file.id], |r| {
+            Ok(json!([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))
+        })?;
     for entry in entries {
         let (key, value) = (entry[0].as_str().unwrap_or_default().to_owned(), entry[1].clone());
         match meta.get_mut(&key) {
@@ -316,11 +338,18 @@ pub(crate) fn meta(conn: &Connection, file: &FileRef) -> Result<Value, ModuleErr
         conn,
         "SELECT line, name, args FROM tags WHERE file_id = ?1 AND source = 'carryover' ORDER BY line",
         params![file.id],
-        |r| Ok(json!({ "line": r.get::<_, i64>(0)?, "name": r.get::<_, String>(1)?, "args": r.get::<_, String>(2)? })),
+        |r| {
+            Ok(
+                json!({ "line": r.get::<_, i64>(0)?, "name": r.get::<_, String>(1)?, "args": r.get::<_, String>(2)? }),
+            )
+        },
     )?;
-    let problems = rows(conn, "SELECT line, message FROM problems WHERE file_id = ?1 ORDER BY line", params![file.id], |r| {
-        Ok(json!({ "line": r.get::<_, i64>(0)?, "message": r.get::<_, String>(1)? }))
-    })?;
+    let problems = rows(
+        conn,
+        "SELECT line, message FROM problems WHERE file_id = ?1 ORDER BY line",
+        params![file.id],
+        |r| Ok(json!({ "line": r.get::<_, i64>(0)?, "message": r.get::<_, String>(1)? })),
+    )?;
     Ok(json!({
         "workspace": file.workspace,
         "path": file.path,

@@ -19,8 +19,14 @@ const STEPS_PER_CHECK: i32 = 1000;
 /// Runs `sql` on the index at `index`, handing `send` the column names
 /// first (`{"columns": [...]}`), then each row as an array. `send`
 /// returning false (the caller went away) stops the query.
-pub(crate) fn run(index: &Path, sql: &str, limit: Duration, mut send: impl FnMut(Value) -> bool) -> Result<u64, ModuleError> {
-    let mut conn = crate::db::open_read_only(index).map_err(|e| ModuleError::unavailable(format!("cannot open the index: {e}")))?;
+pub(crate) fn run(
+    index: &Path,
+    sql: &str,
+    limit: Duration,
+    mut send: impl FnMut(Value) -> bool,
+) -> Result<u64, ModuleError> {
+    let mut conn = crate::db::open_read_only(index)
+        .map_err(|e| ModuleError::unavailable(format!("cannot open the index: {e}")))?;
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(|e| ModuleError::internal(e.to_string()))?;
     let deadline = Instant::now() + limit;
     conn.progress_handler(STEPS_PER_CHECK, Some(move || Instant::now() > deadline))
@@ -28,7 +34,9 @@ pub(crate) fn run(index: &Path, sql: &str, limit: Duration, mut send: impl FnMut
     let fail = |e: rusqlite::Error| error(e, limit);
     let mut stmt = conn.prepare(sql).map_err(fail)?;
     if !stmt.readonly() {
-        return Err(ModuleError::invalid_argument("query: only statements that read are allowed (this one writes)"));
+        return Err(ModuleError::invalid_argument(
+            "query: only statements that read are allowed (this one writes)",
+        ));
     }
     let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     if !send(json!({ "columns": columns })) {
@@ -60,9 +68,13 @@ fn error(e: rusqlite::Error, limit: Duration) -> ModuleError {
             "query: interrupted at its time limit of {} ms (timeout_ms)",
             limit.as_millis()
         )),
-        Some(ErrorCode::ReadOnly) => ModuleError::invalid_argument(format!("query: the index is read-only here ({e})")),
+        Some(ErrorCode::ReadOnly) => {
+            ModuleError::invalid_argument(format!("query: the index is read-only here ({e})"))
+        }
         _ => match e {
-            rusqlite::Error::MultipleStatement => ModuleError::invalid_argument("query: one statement at a time"),
+            rusqlite::Error::MultipleStatement => {
+                ModuleError::invalid_argument("query: one statement at a time")
+            }
             e => ModuleError::invalid_argument(format!("query: {e}")),
         },
     }

@@ -81,7 +81,10 @@ fn flush(notes: &Notes, paths: BTreeSet<PathBuf>) {
     let all = notes.workspaces();
     let mut rescan = BTreeSet::new();
     for path in paths {
-        let Some(ws) = all.iter().filter(|w| w.error.is_none() && path.starts_with(&w.root)).max_by_key(|w| w.root.as_os_str().len())
+        let Some(ws) = all
+            .iter()
+            .filter(|w| w.error.is_none() && path.starts_with(&w.root))
+            .max_by_key(|w| w.root.as_os_str().len())
         else {
             continue;
         };

@@ -27,7 +27,9 @@ impl Workspace {
         check_name(name)?;
         let expanded = expand_home(path)?;
         if !expanded.is_absolute() {
-            return Err(format!("workspace {name:?}: the path {path:?} is not absolute (nor starts with ~/)"));
+            return Err(format!(
+                "workspace {name:?}: the path {path:?} is not absolute (nor starts with ~/)"
+            ));
         }
         Ok(match std::fs::canonicalize(&expanded) {
             Ok(root) if root.is_dir() => Workspace { name: name.to_owned(), root, error: None },
@@ -54,7 +56,11 @@ impl Workspace {
 
 fn check_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c));
-    if valid { Ok(()) } else { Err(format!("workspace name {name:?} must be letters, digits, '_', '-' or '.'")) }
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("workspace name {name:?} must be letters, digits, '_', '-' or '.'"))
+    }
 }
 
 fn expand_home(path: &str) -> Result<PathBuf, String> {
@@ -114,7 +120,8 @@ pub(crate) fn resolve_target(
         name.push(".norg");
         abs = PathBuf::from(name);
     }
-    let inside = workspaces.iter().filter(|w| abs.starts_with(&w.root)).max_by_key(|w| w.root.as_os_str().len());
+    let inside =
+        workspaces.iter().filter(|w| abs.starts_with(&w.root)).max_by_key(|w| w.root.as_os_str().len());
     match inside.and_then(|w| Some((w.name.clone(), w.relative(&abs)?))) {
         Some((name, rel)) => (Some(name), PathBuf::from(rel)),
         None => (None, abs),

@@ -14,7 +14,15 @@ fn headings_from_one_to_six_stars_and_more_count_as_six() {
     let got: Vec<_> = doc.headings.iter().map(|h| (h.line, h.level, h.text.as_str())).collect();
     assert_eq!(
         got,
-        [(1, 1, "One"), (2, 2, "Two"), (3, 3, "Three"), (4, 4, "Four"), (5, 5, "Five"), (6, 6, "Six"), (7, 6, "Seven")]
+        [
+            (1, 1, "One"),
+            (2, 2, "Two"),
+            (3, 3, "Three"),
+            (4, 4, "Four"),
+            (5, 5, "Five"),
+            (6, 6, "Six"),
+            (7, 6, "Seven")
+        ]
     );
 }
 
@@ -74,11 +82,20 @@ fn file_links_with_and_without_headings() {
 #[test]
 fn local_heading_anchor_url_and_external_links() {
     let l = link_of("{*** Deep heading}");
-    assert_eq!((l.kind, l.heading_level, l.heading.as_deref()), (LinkKind::Heading, Some(3), Some("Deep heading")));
+    assert_eq!(
+        (l.kind, l.heading_level, l.heading.as_deref()),
+        (LinkKind::Heading, Some(3), Some("Deep heading"))
+    );
     let l = link_of("{# some anchor}");
-    assert_eq!((l.kind, l.heading_level, l.heading.as_deref()), (LinkKind::Anchor, None, Some("some anchor")));
+    assert_eq!(
+        (l.kind, l.heading_level, l.heading.as_deref()),
+        (LinkKind::Anchor, None, Some("some anchor"))
+    );
     let l = link_of("{https://github.com/nvim-neorg/norg-specs}[spec]");
-    assert_eq!((l.kind, l.raw.as_str(), l.description.as_deref()), (LinkKind::Url, "https://github.com/nvim-neorg/norg-specs", Some("spec")));
+    assert_eq!(
+        (l.kind, l.raw.as_str(), l.description.as_deref()),
+        (LinkKind::Url, "https://github.com/nvim-neorg/norg-specs", Some("spec"))
+    );
     let l = link_of("{/ ./assets/photo.png}");
     assert_eq!((l.kind, l.file.as_deref()), (LinkKind::External, Some("./assets/photo.png")));
     let l = link_of("{? wiki page}");
@@ -156,7 +173,10 @@ fn verbatim_blocks_hide_links_and_headings() {
 #[test]
 fn an_unclosed_block_is_reported_and_the_rest_still_read() {
     let doc = parse("* Before\n@code\nnever closed {:x:}\n* After\n");
-    assert_eq!(doc.problems, [Problem { line: 2, message: "unclosed @code block (no @end before the end of the file)".into() }]);
+    assert_eq!(
+        doc.problems,
+        [Problem { line: 2, message: "unclosed @code block (no @end before the end of the file)".into() }]
+    );
     let headings: Vec<_> = doc.headings.iter().map(|h| h.text.as_str()).collect();
     assert_eq!(headings, ["Before", "After"]);
     assert_eq!(doc.links.len(), 1);
@@ -184,7 +204,24 @@ fn normalize_folds_case_and_whitespace() {
 
 #[test]
 fn empty_and_odd_input_never_panics() {
-    for text in ["", "\n", "*", "* ", "-", "- (", "- ()", "{", "}", "{:", "@", "@end", "@document.meta", "=", "\u{feff}* x", "é{:ü:}"] {
+    for text in [
+        "",
+        "\n",
+        "*",
+        "* ",
+        "-",
+        "- (",
+        "- ()",
+        "{",
+        "}",
+        "{:",
+        "@",
+        "@end",
+        "@document.meta",
+        "=",
+        "\u{feff}* x",
+        "é{:ü:}",
+    ] {
         let _ = parse(text);
     }
 }
