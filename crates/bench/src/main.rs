@@ -69,11 +69,11 @@ struct Args {
     #[arg(long)]
     skip_norgopolis: bool,
     #[command(subcommand)]
-    peer: Option<Peer>,
+    peer: Option<Mode>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Peer {
+enum Mode {
     /// The floor's echo peer: `unix PATH` or `pipe`.
     #[command(hide = true)]
     EchoPeer { mode: String, path: Option<String> },
@@ -105,18 +105,18 @@ pub(crate) fn progress(message: &str) {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match &args.peer {
-        Some(Peer::EchoPeer { mode, path }) => floor::echo_peer(mode, path.as_deref(), PAYLOAD),
-        Some(Peer::CallLoop { mesh_dir, service, secs }) => tokio::runtime::Builder::new_current_thread()
+        Some(Mode::EchoPeer { mode, path }) => floor::echo_peer(mode, path.as_deref(), PAYLOAD),
+        Some(Mode::CallLoop { mesh_dir, service, secs }) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
-        Some(Peer::Notes { files, no_build }) => tokio::runtime::Builder::new_current_thread()
+        Some(Mode::Notes { files, no_build }) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(notes::run(*files, !*no_build))),
-        Some(Peer::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
+        Some(Mode::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
             progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
         }),
         None => bench(&args),

@@ -38,7 +38,7 @@ pub(crate) fn run(
             "query: only statements that read are allowed (this one writes)",
         ));
     }
-    let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let columns: Vec<String> = stmt.column_names().map(str::to_owned).collect();
     if !send(json!({ "columns": columns })) {
         return Ok(0);
     }
