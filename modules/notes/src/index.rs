@@ -505,3 +505,80 @@ fn write_file(tx: &Transaction<'_>, ws: &str, p: &Parsed) -> rusqlite::Result<()
 pub(crate) fn db_error(e: rusqlite::Error) -> String {
     format!("index database: {e}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_file_bytes: 1024, threads: 2 };
+
+    fn setup() -> (tempfile::TempDir, Workspace, Connection) {
+        let tmp = tempfile::tempdir().unwrap();
+        let notes = tmp.path().join("notes");
+        std::fs::create_dir(&notes).unwrap();
+        for i in 0..5 {
+            std::fs::write(notes.join(format!("n{i}.norg")), format!("* Note {i}\n  {{:n{}:}}\n", (i + 1) % 5)).unwrap();
+        }
+        let ws = Workspace::new("w", notes.to_str().unwrap()).unwrap();
+        let conn = crate::db::open(&tmp.path().join("index.sqlite"), &mut Vec::new()).unwrap();
+        (tmp, ws, conn)
+    }
+
+    fn pass(conn: &mut Connection, ws: &Workspace) -> Summary {
+        index_workspace(conn, ws, std::slice::from_ref(ws), LIMITS, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn passes_are_incremental_by_mtime_and_size() {
+        let (_tmp, ws, mut conn) = setup();
+        let first = pass(&mut conn, &ws);
+        assert_eq!((first.files, first.parsed, first.unchanged, first.removed), (5, 5, 0, 0));
+        let again = pass(&mut conn, &ws);
+        assert_eq!((again.files, again.parsed, again.unchanged, again.removed), (5, 0, 5, 0));
+        std::fs::write(ws.root.join("n1.norg"), "* Note one, longer now\n").unwrap();
+        std::fs::remove_file(ws.root.join("n2.norg")).unwrap();
+        let changed = pass(&mut conn, &ws);
+        assert_eq!((changed.files, changed.parsed, changed.unchanged, changed.removed), (4, 1, 3, 1));
+        assert_eq!(changed.changed, [("n2.norg".to_owned(), "deleted"), ("n1.norg".to_owned(), "modified")]);
+        let headings: i64 = conn.query_row("SELECT count(*) FROM headings", [], |r| r.get(0)).unwrap();
+        let fts: i64 = conn.query_row("SELECT count(*) FROM fts", [], |r| r.get(0)).unwrap();
+        assert_eq!((headings, fts), (4, 4), "a removed file's rows go with it");
+    }
+
+    #[test]
+    fn a_file_deleted_while_indexing_is_skipped_with_the_reason() {
+        let (_tmp, ws, _conn) = setup();
+        let found = Found { abs: ws.root.join("gone.norg"), rel: "gone.norg".into(), mtime_ns: 0, size: 1 };
+        let skip = parse_file(found, &ws, std::slice::from_ref(&ws)).err().unwrap();
+        assert_eq!(skip, Skipped { path: "gone.norg".into(), reason: "deleted while indexing".into() });
+    }
+
+    #[test]
+    fn one_file_re_indexed_and_removed() {
+        let (_tmp, ws, mut conn) = setup();
+        pass(&mut conn, &ws);
+        let all = std::slice::from_ref(&ws);
+        assert_eq!(reindex_one(&mut conn, &ws, all, "n0.norg", LIMITS).unwrap(), None, "unchanged");
+        std::fs::write(ws.root.join("new.norg"), "* New\n").unwrap();
+        assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), Some("created"));
+        std::fs::write(ws.root.join("new.norg"), "* Newer\n").unwrap();
+        assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), Some("modified"));
+        std::fs::remove_file(ws.root.join("new.norg")).unwrap();
+        assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), Some("deleted"));
+        assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_skipped_unread() {
+        let (_tmp, ws, mut conn) = setup();
+        std::fs::write(ws.root.join("big.norg"), "x".repeat(2000)).unwrap();
+        let summary = pass(&mut conn, &ws);
+        assert_eq!(
+            summary.skipped,
+            [Skipped {
+                path: "big.norg".into(),
+                reason: "2000 bytes is over the limit of 1024 bytes (max_file_bytes): not read".into()
+            }]
+        );
+    }
+}
