@@ -572,6 +572,11 @@ fn a_restart_reuses_the_index_and_a_failover_keeps_the_module() {
     assert_eq!(module.len(), 1, "one notes process: {module:?}");
     router.kill();
     mesh.wait_for("the standby to take office", || mesh.router().filter(|r| r.epoch == Some(2)));
+    mesh.wait_for("the module to re-attach to it", || {
+        let status = mesh.run(&["status", "--json"]).json();
+        let modules = status["modules"].as_array()?.clone();
+        modules.iter().any(|m| m["name"] == "notes" && m["pid"] == module[0]).then_some(())
+    });
     let after = call(&mesh, "workspaces", json!({}));
     assert_eq!(
         (&after["parsed_since_start"], &after["workspaces"][0]["files"]),
