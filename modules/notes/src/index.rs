@@ -517,7 +517,11 @@ mod tests {
         let notes = tmp.path().join("notes");
         std::fs::create_dir(&notes).unwrap();
         for i in 0..5 {
-            std::fs::write(notes.join(format!("n{i}.norg")), format!("* Note {i}\n  {{:n{}:}}\n", (i + 1) % 5)).unwrap();
+            std::fs::write(
+                notes.join(format!("n{i}.norg")),
+                format!("* Note {i}\n  {{:n{}:}}\n", (i + 1) % 5),
+            )
+            .unwrap();
         }
         let ws = Workspace::new("w", notes.to_str().unwrap()).unwrap();
         let conn = crate::db::open(&tmp.path().join("index.sqlite"), &mut Vec::new()).unwrap();
@@ -566,6 +570,21 @@ mod tests {
         std::fs::remove_file(ws.root.join("new.norg")).unwrap();
         assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), Some("deleted"));
         assert_eq!(reindex_one(&mut conn, &ws, all, "new.norg", LIMITS).unwrap(), None);
+    }
+
+    #[test]
+    fn progress_every_few_hundred_files() {
+        let (_tmp, ws, mut conn) = setup();
+        for i in 5..450 {
+            std::fs::write(ws.root.join(format!("n{i}.norg")), format!("* Note {i}\n")).unwrap();
+        }
+        let mut seen = Vec::new();
+        let summary = index_workspace(&mut conn, &ws, std::slice::from_ref(&ws), LIMITS, &mut |p| {
+            seen.push((p.parsed, p.total));
+        })
+        .unwrap();
+        assert_eq!(summary.parsed, 450);
+        assert_eq!(seen, [(200, 450), (400, 450)]);
     }
 
     #[test]
