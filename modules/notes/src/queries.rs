@@ -180,27 +180,31 @@ pub(crate) fn backlinks(
         Some(f) => (Some(f.workspace.as_str()), Some(f.path.as_str())),
         None => (None, None),
     };
-    rows(
-        conn,
+    // Two statements, so that each uses its index (an `?1 IS NULL OR …`
+    // filter would scan every link).
+    let sql = if file.is_some() {
         "SELECT workspace, path, line, kind, raw, description, target_heading FROM link_status \
-         WHERE (?1 IS NULL OR (target_workspace = ?1 AND target_path = ?2)) \
+         WHERE target_workspace = ?1 AND target_path = ?2 \
            AND (?3 IS NULL OR target_norm = ?3) \
-           AND (?3 IS NOT NULL OR ?1 IS NULL OR NOT (workspace = ?1 AND path = ?2)) \
+           AND (?3 IS NOT NULL OR NOT (workspace = ?1 AND path = ?2)) \
            AND kind IN ('file', 'heading', 'anchor') \
-         ORDER BY workspace, path, line, link_id",
-        params![ws, path, norm],
-        |r| {
-            Ok(json!({
-                "workspace": r.get::<_, String>(0)?,
-                "path": r.get::<_, String>(1)?,
-                "line": r.get::<_, i64>(2)?,
-                "kind": r.get::<_, String>(3)?,
-                "target": r.get::<_, String>(4)?,
-                "description": r.get::<_, Option<String>>(5)?,
-                "heading": r.get::<_, Option<String>>(6)?,
-            }))
-        },
-    )
+         ORDER BY workspace, path, line, link_id"
+    } else {
+        "SELECT workspace, path, line, kind, raw, description, target_heading FROM link_status \
+         WHERE target_norm = ?3 AND ?1 IS NULL AND ?2 IS NULL AND kind IN ('file', 'heading', 'anchor') \
+         ORDER BY workspace, path, line, link_id"
+    };
+    rows(conn, sql, params![ws, path, norm], |r| {
+        Ok(json!({
+            "workspace": r.get::<_, String>(0)?,
+            "path": r.get::<_, String>(1)?,
+            "line": r.get::<_, i64>(2)?,
+            "kind": r.get::<_, String>(3)?,
+            "target": r.get::<_, String>(4)?,
+            "description": r.get::<_, Option<String>>(5)?,
+            "heading": r.get::<_, Option<String>>(6)?,
+        }))
+    })
 }
 
 /// `broken_links {workspace?}`: links whose target does not exist, with why.
