@@ -18,6 +18,7 @@ mod logs;
 mod meshdir;
 mod modules;
 mod neovim;
+mod notes;
 mod plugin;
 mod records;
 mod scripts;

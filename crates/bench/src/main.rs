@@ -24,6 +24,7 @@ mod events;
 mod floor;
 mod machine;
 mod norgopolis;
+mod notes;
 mod polis;
 mod procs;
 mod report;
@@ -73,11 +74,11 @@ struct Args {
     #[arg(long)]
     events: bool,
     #[command(subcommand)]
-    peer: Option<Peer>,
+    peer: Option<Mode>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Peer {
+enum Mode {
     /// The floor's echo peer: `unix PATH` or `pipe`.
     #[command(hide = true)]
     EchoPeer { mode: String, path: Option<String> },
@@ -85,6 +86,20 @@ enum Peer {
     /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
     #[command(hide = true)]
     CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
+    /// The notes module on a generated workspace; prints its own section.
+    Notes {
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// Use the release binaries as they are, without `cargo build`.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Writes a synthetic Neorg workspace of FILES notes into DIR.
+    GenerateNotes {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+    },
 }
 
 /// One line of progress on stderr.
@@ -95,13 +110,21 @@ pub(crate) fn progress(message: &str) {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match &args.peer {
-        Some(Peer::EchoPeer { mode, path }) => floor::echo_peer(mode, path.as_deref(), PAYLOAD),
-        Some(Peer::CallLoop { mesh_dir, service, secs }) => tokio::runtime::Builder::new_current_thread()
+        Some(Mode::EchoPeer { mode, path }) => floor::echo_peer(mode, path.as_deref(), PAYLOAD),
+        Some(Mode::CallLoop { mesh_dir, service, secs }) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
         None if args.events => events::run(!args.no_build),
+        Some(Mode::Notes { files, no_build }) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(notes::run(*files, !*no_build))),
+        Some(Mode::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
+            progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
+        }),
         None => bench(&args),
     };
     match result {

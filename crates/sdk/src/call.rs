@@ -130,6 +130,12 @@ impl Call {
         self.events.publish(topic, value).await
     }
 
+    /// A handle that publishes for this module after this call has ended,
+    /// from any thread (see [`crate::Publisher`]).
+    pub fn publisher(&self) -> crate::Publisher {
+        crate::Publisher(self.events.clone())
+    }
+
     /// Subscribes to `pattern` (a topic, or a prefix ending in `*`; `*` is
     /// every topic). The subscription outlives the call, and the link: it
     /// lasts until dropped, on whichever router is in office.

@@ -71,6 +71,43 @@ fn frame(kind: Kind) -> Frame {
     Frame { kind: Some(kind) }
 }
 
+/// The `Publish` frame for `value` on `topic`, or why it may not go out.
+fn publish_frame(topic: &str, value: &impl Serialize) -> Result<Frame, ModuleError> {
+    if topic.is_empty() || topic.contains('*') || topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ModuleError::invalid_argument(format!(
+            "bad topic {topic:?}: not empty, no `*`, no spaces or control characters"
+        )));
+    }
+    if topic.starts_with("polis.") {
+        return Err(ModuleError::new(
+            Code::PermissionDenied,
+            format!("topic {topic:?}: topics starting \"polis.\" are the router's own"),
+        ));
+    }
+    let publish = pb::Publish { topic: topic.to_owned(), payload: Some(json_payload(value)?) };
+    Ok(frame(Kind::Publish(publish)))
+}
+
+/// Publishes the module's events from anywhere in it (a file watcher's
+/// thread, a timer), outliving the call that handed it out; events go out
+/// on whichever router link is current. From [`crate::Call::publisher`].
+#[derive(Debug, Clone)]
+pub struct Publisher(pub(crate) Arc<Events>);
+
+impl Publisher {
+    /// As [`crate::Call::publish`].
+    pub async fn publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
+        self.0.publish(topic, value).await
+    }
+
+    /// Publishes without waiting, from any thread (no runtime needed): an
+    /// event that finds the link's outbox full is refused with
+    /// `RESOURCE_EXHAUSTED` rather than queued.
+    pub fn try_publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
+        self.0.try_publish(topic, value)
+    }
+}
+
 impl Events {
     /// A new link is up: events go out on `tx`, and every subscription is
     /// made again on it.
@@ -98,25 +135,20 @@ impl Events {
     }
 
     pub(crate) async fn publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
-        if topic.is_empty()
-            || topic.contains('*')
-            || topic.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ModuleError::invalid_argument(format!(
-                "bad topic {topic:?}: not empty, no `*`, no spaces or control characters"
-            )));
-        }
-        if topic.starts_with("polis.") {
-            return Err(ModuleError::new(
-                Code::PermissionDenied,
-                format!("topic {topic:?}: topics starting \"polis.\" are the router's own"),
-            ));
-        }
-        let publish = pb::Publish { topic: topic.to_owned(), payload: Some(json_payload(value)?) };
-        self.link()?
-            .send(frame(Kind::Publish(publish)))
-            .await
-            .map_err(|_| ModuleError::unavailable("the router link is closed"))
+        let publish = publish_frame(topic, value)?;
+        self.link()?.send(publish).await.map_err(|_| ModuleError::unavailable("the router link is closed"))
+    }
+
+    /// [`Events::publish`] without waiting: an event that finds the link's
+    /// outbox full is refused, not queued (events may be lost; calls may not).
+    pub(crate) fn try_publish(&self, topic: &str, value: &impl Serialize) -> Result<(), ModuleError> {
+        let publish = publish_frame(topic, value)?;
+        self.link()?.try_send(publish).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ModuleError::new(Code::ResourceExhausted, "the router link is full: event dropped")
+            }
+            mpsc::error::TrySendError::Closed(_) => ModuleError::unavailable("the router link is closed"),
+        })
     }
 
     pub(crate) async fn subscribe(self: &Arc<Self>, pattern: &str) -> Result<Subscription, ModuleError> {

@@ -77,7 +77,7 @@ use serde::Serialize;
 
 pub use call::{Call, Items, ModuleError};
 pub use calls_out::CallStream;
-pub use events::{Notice, Subscription};
+pub use events::{Notice, Publisher, Subscription};
 /// gRPC status codes, for [`ModuleError::new`].
 pub use tonic::Code;
 
