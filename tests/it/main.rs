@@ -13,3 +13,4 @@ mod neovim;
 mod records;
 mod scripts;
 mod util;
+mod wasm;

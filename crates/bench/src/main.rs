@@ -17,6 +17,7 @@
 //! - `report`: BENCHMARKS.md, with every target as a ratio, met or missed.
 //! - `machine`: what the machine is, and waiting for it to be quiet.
 //! - `results`, `stats`, `procs`: shared types, percentiles, `/proc`.
+//! - `wasm`: `polis-bench wasm`, the sandboxed module against its native twin.
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
@@ -29,6 +30,7 @@ mod report;
 mod results;
 mod setup;
 mod stats;
+mod wasm;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -80,6 +82,13 @@ enum Peer {
     /// `polis-bench call-loop MESH_DIR SERVICE SECS`.
     #[command(hide = true)]
     CallLoop { mesh_dir: PathBuf, service: String, secs: u64 },
+    /// The sandboxed wasm-echo against the same C module built natively:
+    /// warm calls, cold starts, idle RSS (prints a table; see src/wasm.rs).
+    Wasm {
+        /// Where polis and polis-wasm are [default: target/release].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// One line of progress on stderr.
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
+        Some(Peer::Wasm { bin_dir }) => wasm::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
         None => bench(&args),
     };
     match result {

@@ -13,6 +13,9 @@ use std::{
 
 use serde::Deserialize;
 
+mod sandbox;
+pub use sandbox::{DEFAULT_MEMORY_MB, DirGrant, Sandbox, data_dir};
+
 /// How a module speaks on its stdio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -78,6 +81,9 @@ pub struct Manifest {
     pub config: serde_json::Value,
     /// The `module.toml` this came from.
     pub path: PathBuf,
+    /// For a WebAssembly module (`exec` ends in `.wasm`), what its
+    /// `[sandbox]` grants; `None` for a native one.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Manifest {
@@ -132,6 +138,7 @@ struct RawManifest {
     env: BTreeMap<String, String>,
     #[serde(default)]
     config: toml::Table,
+    sandbox: Option<sandbox::RawSandbox>,
 }
 
 fn default_protocol() -> String {
@@ -195,7 +202,24 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     let depends =
         raw.depends.iter().map(|d| parse_dependency(d)).collect::<Result<_, _>>().map_err(&invalid)?;
     let exec = dir.join(&raw.exec);
-    check_executable(&exec).map_err(&invalid)?;
+    let is_wasm = exec.extension().is_some_and(|x| x == "wasm");
+    let sandbox = match (is_wasm, raw.sandbox) {
+        (true, table) => {
+            let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+            Some(
+                sandbox::parse(table.unwrap_or_default(), home.as_deref(), data_dir(&raw.name))
+                    .map_err(&invalid)?,
+            )
+        }
+        (false, Some(_)) => {
+            return Err(invalid(format!(
+                "[sandbox] applies to WebAssembly modules only (exec ending in .wasm); {} runs natively, with your full rights",
+                raw.exec
+            )));
+        }
+        (false, None) => None,
+    };
+    check_executable(&exec, is_wasm).map_err(&invalid)?;
     let config = serde_json::to_value(&raw.config).map_err(|e| invalid(format!("[config]: {e}")))?;
 
     Ok(Manifest {
@@ -211,6 +235,7 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         env: raw.env,
         config,
         path: path.to_owned(),
+        sandbox,
     })
 }
 
@@ -227,11 +252,15 @@ fn parse_dependency(spec: &str) -> Result<Dependency, String> {
     Ok(Dependency { name: name.to_owned(), req })
 }
 
-fn check_executable(exec: &Path) -> Result<(), String> {
+fn check_executable(exec: &Path, is_wasm: bool) -> Result<(), String> {
     let meta = std::fs::metadata(exec)
         .map_err(|e| format!("exec {} cannot be used ({e}); build it or fix the path", exec.display()))?;
     if !meta.is_file() {
         return Err(format!("exec {} is not a file", exec.display()));
+    }
+    // polis-wasm runs a .wasm file: it is read, never executed.
+    if is_wasm {
+        return Ok(());
     }
     #[cfg(unix)]
     {

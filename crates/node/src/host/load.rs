@@ -181,9 +181,18 @@ impl Host {
             Err(why) => {
                 let _ = child.start_kill();
                 let status = child.wait().await.ok();
+                let code = status.and_then(|s| s.code());
+                // polis-wasm could not load the module at all (not
+                // WebAssembly, an import it lacks, a grant it cannot
+                // honour); its last line says which.
+                if manifest.sandbox.is_some() && code == Some(super::wasm::EX_CONFIG) {
+                    let why = spawn::log_tail(&log, 1);
+                    let why = why.strip_prefix("polis-wasm: ").unwrap_or(&why);
+                    return Err(Status::failed_precondition(format!("module {}: {why}", manifest.name)));
+                }
                 let tail = spawn::log_tail(&log, 3);
                 let mut message = format!("module {} failed its handshake: {why}", manifest.name);
-                if let Some(code) = status.and_then(|s| s.code()) {
+                if let Some(code) = code {
                     message += &format!(" (exit status {code})");
                 }
                 if !tail.is_empty() {

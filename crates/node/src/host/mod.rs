@@ -15,6 +15,8 @@
 //! - `stop`: unload one module; release or shut down them all.
 //! - `instance`: one running module; `link` and `jsonrpc`: its wire;
 //!   `spawn`: the one place its process is started, behind a seam for tests.
+//! - `wasm`: a `.wasm` module's process is `polis-wasm` with its sandbox's
+//!   grants.
 
 mod handshake;
 mod instance;
@@ -28,6 +30,7 @@ mod stop;
 mod supervise;
 #[cfg(test)]
 mod tests;
+mod wasm;
 
 use std::{
     collections::HashMap,
