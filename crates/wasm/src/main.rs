@@ -99,7 +99,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Exit(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(Failure::Load(e)) => {
-            eprintln!("polis-wasm: cannot load {}: {e:#}", args.module.display());
+            // One line: the router reports the log's last line as the reason.
+            let why = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("polis-wasm: cannot load {}: {why}", args.module.display());
             ExitCode::from(EX_CONFIG)
         }
         Err(Failure::Trap(e)) => {

@@ -176,7 +176,13 @@ impl Host {
                 }
             }
         };
-        let (writer, version) = match handshake::within(self.config.handshake_timeout, handshake).await {
+        // A WebAssembly module's first start compiles it (seconds for a big
+        // module, more in a debug build): the handshake waits for that too.
+        let deadline = match manifest.sandbox {
+            Some(_) => self.config.handshake_timeout + super::wasm::COMPILE_ALLOWANCE,
+            None => self.config.handshake_timeout,
+        };
+        let (writer, version) = match handshake::within(deadline, handshake).await {
             Ok(link) => link,
             Err(why) => {
                 let _ = child.start_kill();

@@ -14,6 +14,9 @@ use crate::manifest::{Manifest, Sandbox};
 /// module (sysexits' `EX_CONFIG`): reported as `FAILED_PRECONDITION`.
 pub(crate) const EX_CONFIG: i32 = 78;
 
+/// Added to the handshake's deadline: the first start compiles the module.
+pub(crate) const COMPILE_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The host binary: `$POLIS_WASM`, else `polis-wasm` beside the running
 /// executable (where cargo and an install put it), else `polis-wasm` on
 /// `PATH`.
