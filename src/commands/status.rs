@@ -68,6 +68,9 @@ fn print_modules(modules: &[pb::ModuleInfo]) -> std::io::Result<()> {
             m.restarts,
             m.calls
         )?;
+        if !m.sandbox.is_empty() {
+            say!("  sandbox: {}", m.sandbox)?;
+        }
         if !m.last_error.is_empty() {
             say!("  last error: {}", m.last_error)?;
         }
@@ -81,6 +84,7 @@ fn module_json(m: &pb::ModuleInfo) -> serde_json::Value {
         "pid": (m.pid != 0).then_some(m.pid), "restarts": m.restarts, "calls": m.calls,
         "protocol": m.protocol, "manifest": m.manifest,
         "last_error": (!m.last_error.is_empty()).then_some(&m.last_error),
+        "sandbox": (!m.sandbox.is_empty()).then_some(&m.sandbox),
     })
 }
 

@@ -23,3 +23,4 @@ mod plugin;
 mod records;
 mod scripts;
 mod util;
+mod wasm;

@@ -17,6 +17,7 @@
 //! - `report`: BENCHMARKS.md, with every target as a ratio, met or missed.
 //! - `machine`: what the machine is, and waiting for it to be quiet.
 //! - `results`, `stats`, `procs`: shared types, percentiles, `/proc`.
+//! - `wasm`: `polis-bench wasm`, the sandboxed module against its native twin.
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
@@ -31,6 +32,7 @@ mod report;
 mod results;
 mod setup;
 mod stats;
+mod wasm;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -77,6 +79,8 @@ struct Args {
     peer: Option<Mode>,
 }
 
+// `EchoPeer` keeps its name: the floor's scripts call `echo-peer`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 enum Mode {
     /// The floor's echo peer: `unix PATH` or `pipe`.
@@ -99,6 +103,13 @@ enum Mode {
         dir: PathBuf,
         #[arg(long, default_value_t = 10_000)]
         files: usize,
+    },
+    /// The sandboxed wasm-echo against the same C module built natively:
+    /// warm calls, cold starts, idle RSS (prints a table; see src/wasm.rs).
+    Wasm {
+        /// Where polis and polis-wasm are [default: target/release].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
     },
 }
 
@@ -125,6 +136,7 @@ fn main() -> ExitCode {
         Some(Mode::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
             progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
         }),
+        Some(Mode::Wasm { bin_dir }) => wasm::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
         None => bench(&args),
     };
     match result {

@@ -13,6 +13,9 @@ use std::{
 
 use serde::Deserialize;
 
+mod sandbox;
+pub use sandbox::{DEFAULT_MEMORY_MB, DirGrant, Sandbox, data_dir};
+
 /// How a module speaks on its stdio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -93,6 +96,9 @@ pub struct Manifest {
     pub config: serde_json::Value,
     /// The `module.toml` this came from.
     pub path: PathBuf,
+    /// For a WebAssembly module (`exec` ends in `.wasm`), what its
+    /// `[sandbox]` grants; `None` for a native one.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Manifest {
@@ -169,6 +175,7 @@ struct RawManifest {
     env: BTreeMap<String, String>,
     #[serde(default)]
     config: toml::Table,
+    sandbox: Option<sandbox::RawSandbox>,
 }
 
 fn default_protocol() -> String {
@@ -233,7 +240,24 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         raw.depends.iter().map(|d| parse_dependency(d)).collect::<Result<_, _>>().map_err(&invalid)?;
     let calls = parse_calls(raw.calls.as_ref()).map_err(&invalid)?;
     let path_var = std::env::var_os("PATH");
-    let exec = exec::resolve(dir, &raw.exec, path_var.as_deref(), check_executable).map_err(&invalid)?;
+    let exec = exec::resolve(dir, &raw.exec, path_var.as_deref(), |p| check_executable(p, is_wasm(p)))
+        .map_err(&invalid)?;
+    let sandbox = match (is_wasm(&exec), raw.sandbox) {
+        (true, table) => {
+            let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+            Some(
+                sandbox::parse(table.unwrap_or_default(), home.as_deref(), data_dir(&raw.name))
+                    .map_err(&invalid)?,
+            )
+        }
+        (false, Some(_)) => {
+            return Err(invalid(format!(
+                "[sandbox] applies to WebAssembly modules only (exec ending in .wasm); {} runs natively, with your full rights",
+                exec.display()
+            )));
+        }
+        (false, None) => None,
+    };
     let config = serde_json::to_value(&raw.config).map_err(|e| invalid(format!("[config]: {e}")))?;
 
     Ok(Manifest {
@@ -250,6 +274,7 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         env: raw.env,
         config,
         path: path.to_owned(),
+        sandbox,
     })
 }
 
@@ -284,11 +309,20 @@ fn parse_calls(value: Option<&toml::Value>) -> Result<Calls, String> {
     }
 }
 
-fn check_executable(exec: &Path) -> Result<(), String> {
+/// A `.wasm` exec runs in polis-wasm, sandboxed, rather than natively.
+fn is_wasm(exec: &Path) -> bool {
+    exec.extension().is_some_and(|x| x == "wasm")
+}
+
+fn check_executable(exec: &Path, is_wasm: bool) -> Result<(), String> {
     let meta = std::fs::metadata(exec)
         .map_err(|e| format!("exec {} cannot be used ({e}); build it or fix the path", exec.display()))?;
     if !meta.is_file() {
         return Err(format!("exec {} is not a file", exec.display()));
+    }
+    // polis-wasm runs a .wasm file: it is read, never executed.
+    if is_wasm {
+        return Ok(());
     }
     #[cfg(unix)]
     {

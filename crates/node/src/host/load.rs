@@ -183,23 +183,37 @@ impl Host {
                 }
             }
         };
-        let (writer, version, declared) =
-            match handshake::within(self.config.handshake_timeout, handshake).await {
-                Ok(link) => link,
-                Err(why) => {
-                    let _ = child.start_kill();
-                    let status = child.wait().await.ok();
-                    let tail = spawn::log_tail(&log, 3);
-                    let mut message = format!("module {} failed its handshake: {why}", manifest.name);
-                    if let Some(code) = status.and_then(|s| s.code()) {
-                        message += &format!(" (exit status {code})");
-                    }
-                    if !tail.is_empty() {
-                        message += &format!("; last stderr: {tail}");
-                    }
-                    return Err(Status::unavailable(message));
+        // A WebAssembly module's first start compiles it (seconds for a big
+        // module, more in a debug build): the handshake waits for that too.
+        let deadline = match manifest.sandbox {
+            Some(_) => self.config.handshake_timeout + super::wasm::COMPILE_ALLOWANCE,
+            None => self.config.handshake_timeout,
+        };
+        let (writer, version, declared) = match handshake::within(deadline, handshake).await {
+            Ok(link) => link,
+            Err(why) => {
+                let _ = child.start_kill();
+                let status = child.wait().await.ok();
+                let code = status.and_then(|s| s.code());
+                // polis-wasm could not load the module at all (not
+                // WebAssembly, an import it lacks, a grant it cannot
+                // honour); its last line says which.
+                if manifest.sandbox.is_some() && code == Some(super::wasm::EX_CONFIG) {
+                    let why = spawn::log_tail(&log, 1);
+                    let why = why.strip_prefix("polis-wasm: ").unwrap_or(&why);
+                    return Err(Status::failed_precondition(format!("module {}: {why}", manifest.name)));
                 }
-            };
+                let tail = spawn::log_tail(&log, 3);
+                let mut message = format!("module {} failed its handshake: {why}", manifest.name);
+                if let Some(code) = code {
+                    message += &format!(" (exit status {code})");
+                }
+                if !tail.is_empty() {
+                    message += &format!("; last stderr: {tail}");
+                }
+                return Err(Status::unavailable(message));
+            }
+        };
         let parts = Parts {
             name: manifest.name.clone(),
             version,

@@ -19,6 +19,8 @@
 //!   frontend's, with permission, depth and deadline checks.
 //! - `methods`: what a module declared it serves, and the check of a call
 //!   against it; `tap`: what the monitor sees of each call.
+//! - `wasm`: a `.wasm` module's process is `polis-wasm` with its sandbox's
+//!   grants.
 
 mod events;
 mod handshake;
@@ -37,6 +39,7 @@ mod supervise;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod wasm;
 
 pub(crate) use tap::{Monitor, Watch};
 

@@ -89,6 +89,7 @@ impl Host {
                     state: "available".into(),
                     protocol: m.protocol.to_string(),
                     manifest: m.path.display().to_string(),
+                    sandbox: m.sandbox.as_ref().map(|s| s.summary()).unwrap_or_default(),
                     ..Default::default()
                 }),
                 Ok(_) => {}
@@ -132,6 +133,8 @@ impl Host {
         info.calls = calls;
         info.protocol = state.manifest.as_ref().map(|m| m.protocol.to_string()).unwrap_or_default();
         info.manifest = state.manifest.as_ref().map(|m| m.path.display().to_string()).unwrap_or_default();
+        info.sandbox =
+            state.manifest.as_ref().and_then(|m| m.sandbox.as_ref()).map(|s| s.summary()).unwrap_or_default();
         info.last_error = state.failed.clone().or_else(|| state.last_error.clone()).unwrap_or_default();
         info
     }

@@ -78,9 +78,16 @@ impl Launch for Spawn {
 /// explicit decision of the instance's driver.
 pub(crate) fn spawn(manifest: &Manifest, env: &SpawnEnv<'_>) -> io::Result<tokio::process::Child> {
     let log = OpenOptions::new().create(true).append(true).open(env.log)?;
-    process::command(&manifest.exec, manifest.dir(), Group::Own)
-        .args(&manifest.args)
-        .envs(&manifest.env)
+    let mut cmd = match &manifest.sandbox {
+        // A WebAssembly module runs in polis-wasm, with its grants.
+        Some(sandbox) => super::wasm::command(manifest, sandbox)?,
+        None => {
+            let mut cmd = process::command(&manifest.exec, manifest.dir(), Group::Own);
+            cmd.args(&manifest.args);
+            cmd
+        }
+    };
+    cmd.envs(&manifest.env)
         .env("POLIS_MESH_DIR", env.mesh_dir)
         .env("POLIS_NODE_ID", env.node_id)
         .env("POLIS_SERVICE", &manifest.name)

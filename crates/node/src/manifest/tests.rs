@@ -169,3 +169,38 @@ fn bad_calls_say_what_is_wrong() {
         assert!(err.contains(expected), "{name}: {err}");
     }
 }
+
+#[test]
+fn a_wasm_module_gets_a_sandbox_and_a_native_one_may_not_have_one() {
+    let f = Fixture::new();
+    let dir = f.tmp.path().join("wmod");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Not executable: polis-wasm reads a .wasm file, it never runs it.
+    std::fs::write(dir.join("m.wasm"), b"\0asm").unwrap();
+    std::fs::write(
+        dir.join("module.toml"),
+        "name = \"wmod\"\nversion = \"1.0.0\"\nexec = \"m.wasm\"\nprotocol = \"jsonrpc\"\n\
+         [sandbox]\ndirs = [\"data:rw\"]\nenv = [\"LANG\"]\nmemory_mb = 16\n",
+    )
+    .unwrap();
+    let m = f.path().find("wmod").unwrap();
+    let sandbox = m.sandbox.expect("a .wasm exec has a sandbox");
+    assert_eq!(sandbox.memory_mb, 16);
+    assert_eq!(sandbox.dirs[0].host, data_dir("wmod").join("data"));
+
+    // No table: the default sandbox, which grants nothing but memory.
+    std::fs::write(dir.join("module.toml"), "name = \"wmod\"\nversion = \"1.0.0\"\nexec = \"m.wasm\"\n")
+        .unwrap();
+    let sandbox = f.path().find("wmod").unwrap().sandbox.unwrap();
+    assert!(sandbox.dirs.is_empty() && sandbox.env.is_empty());
+    assert_eq!(sandbox.memory_mb, DEFAULT_MEMORY_MB);
+
+    f.module("native", "[sandbox]\nenv = [\"LANG\"]\n");
+    let err = f.path().find("native").unwrap_err().to_string();
+    assert!(err.contains("[sandbox] applies to WebAssembly modules only"), "{err}");
+    assert!(f.path().find("native").is_err());
+
+    f.module("bad", "[sandbox]\nnet = true\n");
+    let err = f.path().find("bad").unwrap_err().to_string();
+    assert!(err.contains("unknown field `net`"), "{err}");
+}

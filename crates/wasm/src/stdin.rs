@@ -1,0 +1,239 @@
+//! The guest's stdin: the host's stdin, read by a thread of the host, and
+//! watched for cancels.
+//!
+//! A WASI module is single-threaded: while it computes it does not read,
+//! so it never sees the `$/cancel` (JSON-RPC) or `Cancel` frame the router
+//! sends when a call's deadline passes. The pump thread notes when a
+//! cancel arrives; the guest's next read (any read of stdin) clears it.
+//! A cancel left pending for longer than the grace means the module is
+//! stuck, and the watchdog (`main.rs`) interrupts it.
+
+use std::{
+    collections::VecDeque,
+    io::Read,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use wasmtime_wasi::{
+    async_trait,
+    cli::{IsTerminal, StdinStream},
+    p2::{InputStream, Pollable, StreamError, StreamResult},
+};
+
+/// How the link's messages are framed, to find cancels in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// One JSON-RPC message a line.
+    JsonRpc,
+    /// A `u32` big-endian length, then a protobuf `Frame`.
+    Frames,
+}
+
+/// What the pump thread and the guest share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    // std Mutex: held for a copy, never across an await.
+    state: Mutex<State>,
+    /// Woken when data arrives or stdin closes.
+    readable: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    buffer: VecDeque<u8>,
+    closed: bool,
+    /// When the oldest cancel the guest has not yet read past arrived.
+    cancel_since: Option<Instant>,
+}
+
+impl Shared {
+    /// Whether a cancel has waited longer than `grace` without the guest
+    /// reading its stdin: the guest is not coming back to its input.
+    pub(crate) fn stuck(&self, grace: Duration) -> bool {
+        let state = self.state.lock().expect("stdin lock");
+        state.cancel_since.is_some_and(|since| since.elapsed() >= grace)
+    }
+
+    fn push(&self, bytes: &[u8], cancels: bool) {
+        let mut state = self.state.lock().expect("stdin lock");
+        state.buffer.extend(bytes);
+        if cancels && state.cancel_since.is_none() {
+            state.cancel_since = Some(Instant::now());
+        }
+        drop(state);
+        self.readable.notify_waiters();
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("stdin lock").closed = true;
+        self.readable.notify_waiters();
+    }
+}
+
+/// Starts the thread that reads the host's stdin into `shared`.
+pub(crate) fn pump(shared: Arc<Shared>, protocol: Protocol) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut scanner = Scanner::new(protocol);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let cancels = scanner.feed(&chunk[..n]);
+                    shared.push(&chunk[..n], cancels);
+                }
+            }
+        }
+        shared.close();
+    });
+}
+
+/// Finds cancels in the byte stream, across chunk boundaries.
+#[derive(Debug)]
+struct Scanner {
+    protocol: Protocol,
+    /// The incomplete line (JSON-RPC) or frame header and body (frames).
+    partial: Vec<u8>,
+}
+
+/// The first byte of a `Frame` whose `kind` is `Cancel` (field 5, length
+/// delimited): `frame.proto` fixes it.
+const CANCEL_TAG: u8 = (5 << 3) | 2;
+
+impl Scanner {
+    fn new(protocol: Protocol) -> Self {
+        Self { protocol, partial: Vec::new() }
+    }
+
+    /// Whether `bytes` complete at least one cancel message.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        self.partial.extend_from_slice(bytes);
+        let mut found = false;
+        match self.protocol {
+            Protocol::JsonRpc => {
+                let Some(last) = self.partial.iter().rposition(|&b| b == b'\n') else { return false };
+                for line in self.partial[..last].split(|&b| b == b'\n') {
+                    found |= is_cancel_line(line);
+                }
+                self.partial.drain(..=last);
+            }
+            Protocol::Frames => {
+                let mut at = 0;
+                while let Some(header) = self.partial.get(at..at + 4) {
+                    let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+                    if self.partial.len() < at + 4 + len {
+                        break;
+                    }
+                    found |= len > 0 && self.partial[at + 4] == CANCEL_TAG;
+                    at += 4 + len;
+                }
+                self.partial.drain(..at);
+            }
+        }
+        found
+    }
+}
+
+fn is_cancel_line(line: &[u8]) -> bool {
+    // Cheap first: requests carry params that could contain anything, so
+    // only a line naming the method is parsed.
+    const NEEDLE: &[u8] = b"$/cancel";
+    if !line.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(line)
+        .is_ok_and(|v| v.get("method").and_then(|m| m.as_str()) == Some("$/cancel") && v.get("id").is_none())
+}
+
+/// The guest's view of [`Shared`].
+#[derive(Debug, Clone)]
+pub(crate) struct GuestStdin(pub(crate) Arc<Shared>);
+
+impl IsTerminal for GuestStdin {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for GuestStdin {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        // Only WASIp2 streams are used by a preview 1 module.
+        Box::new(tokio::io::empty())
+    }
+}
+
+impl InputStream for GuestStdin {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        let mut state = self.0.state.lock().expect("stdin lock");
+        // The guest came back to its input: it will see any cancel now.
+        state.cancel_since = None;
+        if state.buffer.is_empty() && state.closed {
+            return Err(StreamError::Closed);
+        }
+        let n = size.min(state.buffer.len());
+        Ok(state.buffer.drain(..n).collect::<Vec<u8>>().into())
+    }
+}
+
+#[async_trait]
+impl Pollable for GuestStdin {
+    async fn ready(&mut self) {
+        loop {
+            let readable = self.0.readable.notified();
+            {
+                let mut state = self.0.state.lock().expect("stdin lock");
+                state.cancel_since = None;
+                if !state.buffer.is_empty() || state.closed {
+                    return;
+                }
+            }
+            readable.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_jsonrpc_cancels_across_chunks() {
+        let mut s = Scanner::new(Protocol::JsonRpc);
+        assert!(!s.feed(br#"{"id":1,"jsonrpc":"2.0","method":"spin","params":{"x":"$/cancel"}}"#));
+        assert!(!s.feed(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"$/can"));
+        assert!(s.feed(b"cel\",\"params\":{\"id\":1}}\n"));
+        assert!(!s.feed(b"{\"jsonrpc\":\"2.0\",\"method\":\"shutdown\"}\n"));
+    }
+
+    #[test]
+    fn finds_cancel_frames_across_chunks() {
+        let mut s = Scanner::new(Protocol::Frames);
+        // A Request frame (tag of field 3), then a Cancel frame split in two.
+        let request = [0, 0, 0, 2, (3 << 3) | 2, 0];
+        let cancel = [0, 0, 0, 4, CANCEL_TAG, 2, 8, 1];
+        assert!(!s.feed(&request));
+        assert!(!s.feed(&cancel[..5]));
+        assert!(s.feed(&cancel[5..]));
+        assert!(s.partial.is_empty());
+    }
+
+    #[test]
+    fn a_read_clears_a_pending_cancel() {
+        let shared = Arc::new(Shared::default());
+        shared.push(b"x\n", true);
+        assert!(shared.stuck(Duration::ZERO));
+        let mut guest = GuestStdin(shared.clone());
+        assert_eq!(&guest.read(16).unwrap()[..], b"x\n");
+        assert!(!shared.stuck(Duration::ZERO));
+        shared.close();
+        assert!(matches!(guest.read(16), Err(StreamError::Closed)));
+    }
+}
