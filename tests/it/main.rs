@@ -11,6 +11,7 @@ mod hermetic;
 mod meshdir;
 mod modules;
 mod neovim;
+mod races;
 mod records;
 mod scripts;
 mod util;

@@ -29,6 +29,7 @@ impl ClientError {
     /// router left office without reading it): then trying again is safe.
     pub(crate) fn was_not_run(&self) -> bool {
         matches!(self, ClientError::Call(status) if crate::frames::was_not_run(status))
+            || crate::reach::is_transient(self)
     }
 
     /// The gRPC code: `Unavailable` when no router could be had.

@@ -36,6 +36,7 @@ mod error;
 mod frames;
 #[cfg(feature = "host")]
 mod host;
+mod reach;
 
 pub use call::{CallOptions, CallStream, Caller, Transport};
 pub use client::{Client, ClientOptions};

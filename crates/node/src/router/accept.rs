@@ -16,6 +16,10 @@ use super::{authority::Fixed, frames::FrameDoor};
 /// How long a new connection has to send its first bytes.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection accepted before the router stopped accepting
+/// still has to send its first bytes.
+const STOP_GRACE: Duration = Duration::from_millis(250);
+
 /// Accepts on `listener` until `stop`, serving frame sessions through
 /// `door` on `tracker`; returns the gRPC connections, for tonic's
 /// `serve_with_incoming`. It ends when accepting stops and every
@@ -43,9 +47,18 @@ pub(crate) fn split(
             };
             let (door, grpc, stop) = (door.clone(), grpc.clone(), stop.clone());
             sessions.spawn(async move {
+                let sniffing = tokio::time::timeout(SNIFF_TIMEOUT, sniff(conn));
+                tokio::pin!(sniffing);
                 let opened = tokio::select! {
-                    opened = tokio::time::timeout(SNIFF_TIMEOUT, sniff(conn)) => opened,
-                    () = stop.cancelled() => return,
+                    opened = &mut sniffing => opened,
+                    // Accepted before the router stopped accepting: a frame
+                    // client is told that the router is leaving (its call
+                    // then counts as not run, and is retried elsewhere)
+                    // rather than hung up on mid-preamble.
+                    () = stop.cancelled() => match tokio::time::timeout(STOP_GRACE, &mut sniffing).await {
+                        Ok(opened) => opened,
+                        Err(_) => return,
+                    },
                 };
                 match opened {
                     Ok(Ok(Opened::Frames { conn, version })) => door.serve(conn, version).await,
