@@ -57,6 +57,12 @@ impl From<Status> for ClientError {
 /// tonic reports some of these as `UNKNOWN` ("transport error") or
 /// `CANCELLED`, which a caller cannot tell from a module's own answer.
 pub(crate) fn from_transport(status: Status) -> Status {
+    // tonic reports its own deadline as CANCELLED "Timeout expired": a
+    // deadline that passes is DEADLINE_EXCEEDED, on every path.
+    let timed_out = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::TimeoutExpired>());
+    if status.code() == Code::Cancelled && (timed_out || status.message() == "Timeout expired") {
+        return Status::deadline_exceeded("no reply within the call's deadline (the router took too long)");
+    }
     let from_transport = std::error::Error::source(&status).is_some();
     if from_transport && matches!(status.code(), Code::Unknown | Code::Unavailable | Code::Cancelled) {
         Status::unavailable(format!("the router went away during the call ({})", status.message()))
@@ -108,6 +114,13 @@ mod tests {
         let err = ClientError::from(status);
         assert_eq!(err.code(), Code::Unavailable);
         assert!(err.to_string().starts_with("UNAVAILABLE: the router went away"), "{err}");
+    }
+
+    #[test]
+    fn tonics_own_timeout_is_deadline_exceeded_not_cancelled() {
+        let mut status = Status::cancelled("Timeout expired");
+        status.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
+        assert_eq!(ClientError::from(status).code(), Code::DeadlineExceeded);
     }
 
     #[test]
