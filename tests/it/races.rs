@@ -167,3 +167,41 @@ fn connections_over_the_bound_are_refused_clearly_and_sessions_go_on() {
         (mesh.run(&["call", "echo", "ping"]).status().code() == Some(0)).then_some(())
     });
 }
+
+// ---- finding 5: a module flooding replies nobody asked for ----
+
+/// Answers `initialize`, then meets every request with a flood of replies
+/// for ids the router never sent, and never answers the request itself.
+const FLOODER: &str = r#"#!/usr/bin/env python3
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
+    elif "id" in msg:
+        for i in range(10000):
+            print(json.dumps({"jsonrpc": "2.0", "id": 10**9 + i, "result": "x"}), flush=True)
+"#;
+
+/// The flood ends the module's link with a reason that says so: its call
+/// fails with it (long before its 60 s deadline), the log names it, and the
+/// router goes on serving other modules.
+#[test]
+fn a_module_flooding_unsolicited_replies_loses_its_link_and_its_calls_fail_at_once() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    mesh.script_module("flooder", "jsonrpc", FLOODER, "");
+    let _router = mesh.start_router(&[]);
+
+    let run = mesh.run(&["call", "flooder", "go", "--timeout", "60000"]);
+    run.code(4);
+    let error = run.error_line();
+    assert!(error.contains("replies for requests never made"), "{error}");
+    let log = std::fs::read_to_string(mesh.dir.join("logs").join("router.log")).unwrap_or_default();
+    let status = mesh.run(&["status"]).stdout();
+    assert!(
+        log.contains("replies for requests never made") || status.contains("replies for requests never made"),
+        "the reason is in the log or `polis status`:\n{status}\n{log}"
+    );
+    mesh.run(&["call", "echo", "ping"]).code(0);
+}

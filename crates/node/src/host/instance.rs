@@ -58,6 +58,8 @@ pub(crate) struct Instance {
     // Requests are queued on `outbound` under it, so they go out in id order.
     pending: Mutex<HashMap<u64, Replies>>,
     next_id: AtomicU64,
+    /// Replies for requests never made (`unsolicited.rs`).
+    unsolicited: super::unsolicited::Unsolicited,
     pub(crate) calls: AtomicU64,
     /// Set before a planned stop, so the exit is not counted as a crash.
     stopping: AtomicBool,
@@ -134,6 +136,7 @@ impl Instance {
             cancels: Arc::new(Cancels::default()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            unsolicited: Default::default(),
             calls: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             kill: CancellationToken::new(),
@@ -232,11 +235,12 @@ impl Instance {
         self.closed.cancelled().await;
     }
 
-    /// Routes a frame from the module to the call waiting for it.
-    fn dispatch(&self, frame: Frame) {
+    /// Routes a frame from the module to the call waiting for it; `Err`
+    /// when the module broke the protocol badly enough to end its link.
+    fn dispatch(&self, frame: Frame) -> Result<(), String> {
         let Some(Kind::Reply(reply)) = frame.kind else {
             tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name);
-            return;
+            return Ok(());
         };
         let item = match reply.outcome {
             Some(Outcome::Payload(p)) if reply.more => Ok(Item::Data(p)),
@@ -248,7 +252,7 @@ impl Instance {
                 };
                 Err(Status::new(code, e.message))
             }
-            None if reply.more => return,
+            None if reply.more => return Ok(()),
             None => Ok(Item::End(None)),
         };
         let mut pending = self.pending.lock().expect("pending lock");
@@ -258,8 +262,12 @@ impl Instance {
             pending.remove(&reply.id)
         };
         // A reply to a call that was cancelled or timed out has nobody to go to.
-        if let Some(sender) = sender {
-            let _ = sender.send(item);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(item);
+                Ok(())
+            }
+            None => self.unsolicited.note(reply.id, self.next_id.load(Ordering::Relaxed)),
         }
     }
 
@@ -421,7 +429,7 @@ async fn drive(instance: Arc<Instance>, mut reader: LinkReader, process: Process
     let end = loop {
         tokio::select! {
             read = reader.read() => match read {
-                Ok(Some(frame)) => instance.dispatch(frame),
+                Ok(Some(frame)) => if let Err(why) = instance.dispatch(frame) { break End::Broken(why) },
                 Ok(None) => break End::Eof,
                 Err(e) => break End::Broken(e.to_string()),
             },

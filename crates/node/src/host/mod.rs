@@ -28,6 +28,7 @@ mod stop;
 mod supervise;
 #[cfg(test)]
 mod tests;
+mod unsolicited;
 
 use std::{
     collections::HashMap,
