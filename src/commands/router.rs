@@ -148,7 +148,7 @@ async fn restart(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
     let Some(old) = mesh.current_router()? else {
         return Err(crate::exit::Failure::new(
             crate::exit::UNAVAILABLE,
-            format!("no router is running in the mesh at {}", mesh.root().display()),
+            format!("UNAVAILABLE: no router is running in the mesh at {}", mesh.root().display()),
         )
         .into());
     };

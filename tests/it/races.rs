@@ -205,3 +205,35 @@ fn a_module_flooding_unsolicited_replies_loses_its_link_and_its_calls_fail_at_on
     );
     mesh.run(&["call", "echo", "ping"]).code(0);
 }
+
+// ---- finding 11: errors with a code, names cut ----
+
+/// A 100 kB invalid service name is not echoed whole: the error stays one
+/// short line with its code.
+#[test]
+fn a_huge_invalid_service_name_is_cut_in_the_error() {
+    let mesh = mesh();
+    let _router = mesh.start_router(&[]);
+    let name = "X".repeat(100_000);
+    let run = mesh.run(&["call", &name, "ping"]);
+    let error = run.error_line();
+    assert!(
+        error.starts_with("error: INVALID_ARGUMENT: invalid service name"),
+        "{}",
+        &error[..200.min(error.len())]
+    );
+    assert!(error.len() < 400, "the name is cut: {} bytes", error.len());
+    assert!(error.contains('…'), "{error}");
+}
+
+/// With no router and launching off, the line has its code like any other.
+#[test]
+fn cannot_reach_the_router_has_a_code_in_its_error_line() {
+    let mesh = mesh();
+    let run = mesh.run(&["call", "--no-launch", "echo", "ping"]);
+    run.code(4);
+    assert!(run.error_line().starts_with("error: UNAVAILABLE: no router is running"), "{}", run.error_line());
+    let run = mesh.run(&["router", "restart"]);
+    run.code(4);
+    assert!(run.error_line().starts_with("error: UNAVAILABLE: "), "{}", run.error_line());
+}

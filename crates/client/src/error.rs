@@ -9,15 +9,17 @@ use crate::connect::ConnectError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No router could be reached or launched.
-    #[error(transparent)]
+    /// No router could be reached or launched: `UNAVAILABLE: …`, like any
+    /// error a frontend prints, but for a refused mesh directory (its own
+    /// words).
+    #[error("{}", connect_line(.0))]
     Connect(#[from] ConnectError),
     /// The router or the module answered with an error, or the router went
     /// away during the call (then the code is `UNAVAILABLE`).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Call(Status),
     /// A payload was not JSON.
-    #[error("the reply is not JSON: {0}")]
+    #[error("INTERNAL: the reply is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// The mesh directory failed.
     #[error(transparent)]
@@ -71,6 +73,13 @@ pub(crate) fn from_transport(status: Status) -> Status {
     }
 }
 
+fn connect_line(err: &ConnectError) -> String {
+    match err {
+        ConnectError::Discovery(e) => e.to_string(),
+        other => format!("UNAVAILABLE: {other}"),
+    }
+}
+
 /// The name of a gRPC code as the protocol spells it: `UNAVAILABLE`,
 /// `NOT_FOUND`, `DEADLINE_EXCEEDED`….
 pub fn code_name(code: Code) -> &'static str {
@@ -121,6 +130,16 @@ mod tests {
         let mut status = Status::cancelled("Timeout expired");
         status.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
         assert_eq!(ClientError::from(status).code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn a_router_that_cannot_be_reached_is_unavailable_with_its_code_in_the_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = ClientError::from(ConnectError::Socket { path: "/m/router.sock".into(), source: io });
+        assert!(
+            err.to_string().starts_with("UNAVAILABLE: cannot connect to the router at /m/router.sock"),
+            "{err}"
+        );
     }
 
     #[test]

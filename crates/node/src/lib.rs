@@ -11,6 +11,7 @@
 //! - `host`: starting, linking, supervising and stopping modules.
 //! - [`router`]: the gRPC services and the router's life.
 
+mod cut;
 mod host;
 pub mod manifest;
 pub mod router;
