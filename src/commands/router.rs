@@ -25,7 +25,7 @@ pub(super) async fn run(
         #[cfg(unix)]
         let _ = rustix::process::setsid();
     }
-    let term = match mesh.campaign()? {
+    let term = match campaign(&mesh, args.detach).await? {
         Campaign::Won(term) => term,
         Campaign::Lost => {
             let in_office = wait_for_router(&mesh).await?;
@@ -70,6 +70,24 @@ pub(super) async fn run(
 }
 
 /// The router in office, once it has published itself (it may be starting).
+/// Takes the office if free. A launched router (`--detach`) that finds it
+/// held by a router that is leaving (no `router.json` any more) tries again
+/// while none is published, so that the launching frontend gets the next
+/// router as soon as the last one lets go.
+async fn campaign(mesh: &MeshDir, launched: bool) -> anyhow::Result<Campaign<polis_discovery::Term>> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    loop {
+        match mesh.campaign()? {
+            Campaign::Lost
+                if launched && mesh.current_router()?.is_none() && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 async fn wait_for_router(mesh: &MeshDir) -> anyhow::Result<Option<NodeRecord>> {
     let watch = mesh.watch()?;
     Ok(watch.wait_for(PUBLISH_WAIT, || mesh.current_router()).await?)
@@ -141,7 +159,7 @@ async fn restart(mesh: &MeshDir) -> anyhow::Result<ExitCode> {
     let Some(old) = mesh.current_router()? else {
         return Err(crate::exit::Failure::new(
             crate::exit::UNAVAILABLE,
-            format!("no router is running in the mesh at {}", mesh.root().display()),
+            format!("UNAVAILABLE: no router is running in the mesh at {}", mesh.root().display()),
         )
         .into());
     };

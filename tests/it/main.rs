@@ -20,6 +20,7 @@ mod modules;
 mod neovim;
 mod notes;
 mod plugin;
+mod races;
 mod records;
 mod scripts;
 mod util;

@@ -3,7 +3,7 @@
 //! the items of a stream. [`Client`](crate::Client) uses it for a frontend
 //! holding a session, [`Caller`] for a script's one-shot calls.
 
-use std::{future::Future, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
+use std::{future::Future, str::FromStr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use polis_discovery::MeshDir;
@@ -15,6 +15,7 @@ use crate::{
     ClientError,
     connect::{self, Launcher},
     frames::{FrameConn, FrameStream},
+    reach,
 };
 
 /// How a frontend talks to the router: both share `router.sock`.
@@ -310,10 +311,11 @@ pub struct Caller {
 enum CallerRoute {
     /// A tonic channel reconnects to the same socket by itself.
     Grpc(Channel),
-    /// A frame connection does not: a broken one is replaced on the next
-    /// call, at the same socket, where the next router listens.
+    /// A frame connection does not: a broken one (or one whose router
+    /// said it is leaving) is replaced on the next call, with one to the
+    /// router in office then, found or launched anew.
     // tokio Mutex: held across the reconnect, so that concurrent calls make one.
-    Frames { path: PathBuf, conn: tokio::sync::Mutex<FrameConn> },
+    Frames { mesh: MeshDir, launcher: Option<Launcher>, conn: tokio::sync::Mutex<FrameConn> },
 }
 
 impl Caller {
@@ -334,12 +336,13 @@ impl Caller {
         name: impl Into<String>,
         transport: Transport,
     ) -> Result<Self, ClientError> {
-        let router = connect::find(mesh, launcher).await?;
-        let route = match Route::open(&router, transport).await? {
+        let route = match reach::route(mesh, launcher, transport, reach::WINDOW).await? {
             Route::Grpc(channel) => CallerRoute::Grpc(channel),
-            Route::Frames(conn) => {
-                CallerRoute::Frames { path: connect::socket(&router)?, conn: tokio::sync::Mutex::new(conn) }
-            }
+            Route::Frames(conn) => CallerRoute::Frames {
+                mesh: mesh.clone(),
+                launcher: launcher.cloned(),
+                conn: tokio::sync::Mutex::new(conn),
+            },
         };
         Ok(Self { route: Arc::new(route), name: name.into() })
     }
@@ -347,10 +350,15 @@ impl Caller {
     async fn route(&self) -> Result<Route, ClientError> {
         match &*self.route {
             CallerRoute::Grpc(channel) => Ok(Route::Grpc(channel.clone())),
-            CallerRoute::Frames { path, conn } => {
+            CallerRoute::Frames { mesh, launcher, conn } => {
                 let mut conn = conn.lock().await;
                 if !conn.is_usable() {
-                    *conn = FrameConn::open(path).await?.0;
+                    // One try: the call's own retry loop keeps to its deadline.
+                    let fresh =
+                        reach::route(mesh, launcher.as_ref(), Transport::Frames, Duration::ZERO).await?;
+                    if let Route::Frames(fresh) = fresh {
+                        *conn = fresh;
+                    }
                 }
                 Ok(Route::Frames(conn.clone()))
             }

@@ -162,7 +162,50 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
         return Ok(router);
     }
 
-    let out = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| fail(e.to_string()))?;
+    // A candidate that loses the election exits 0: the office is still
+    // held, by a router that is leaving (it withdrew `router.json` first).
+    // Then launch again, until one takes office or the time is up.
+    let deadline = tokio::time::Instant::now() + launcher.timeout;
+    let mut backoff = Duration::from_millis(5);
+    let router = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match spawn_and_wait(mesh, launcher, &log, &watch, left).await? {
+            Launched::Published(router) => break router,
+            Launched::Failed(reason) => return Err(fail(reason)),
+            Launched::Lost if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!("the launched router lost the election; launching again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+            Launched::Lost | Launched::TimedOut => {
+                return Err(fail(format!("no router.json within {:?}", launcher.timeout)));
+            }
+        }
+    };
+    drop(lock);
+    Ok(router)
+}
+
+/// What became of one launched router.
+enum Launched {
+    Published(NodeRecord),
+    /// It exited 0 without taking office: another router holds it.
+    Lost,
+    Failed(String),
+    TimedOut,
+}
+
+/// Starts `polis router --detach` and waits up to `timeout` for a router
+/// to publish itself, or for the child to exit.
+async fn spawn_and_wait(
+    mesh: &MeshDir,
+    launcher: &Launcher,
+    log: &Path,
+    watch: &polis_discovery::DirWatch,
+    timeout: Duration,
+) -> Result<Launched, ConnectError> {
+    let fail = |reason: String| ConnectError::Launch { reason, log: log.to_owned() };
+    let out = OpenOptions::new().create(true).append(true).open(log).map_err(|e| fail(e.to_string()))?;
     let err = out.try_clone().map_err(|e| fail(e.to_string()))?;
     // The router runs in `/`, not in this frontend's working directory: it
     // outlives the frontend, and must not keep a directory busy (or alive,
@@ -180,25 +223,19 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
         cmd.spawn().map_err(|e| fail(format!("cannot run {} ({e})", launcher.polis.display())))?;
     tracing::info!("launched router pid {:?}", child.id());
 
-    // Wait for the router to publish itself, or for our child to fail.
-    let published = watch.wait_for(launcher.timeout, || {
-        if let Some(router) = mesh.current_router()? {
-            return Ok(Some(Ok(router)));
-        }
-        match child.try_wait() {
-            Ok(Some(status)) if !status.success() => {
-                Ok(Some(Err(format!("the router exited at start with {status}"))))
+    // Wait for the router to publish itself, or for our child to exit:
+    // its exit changes nothing in the directory, so it is waited for too.
+    let published = watch.wait_for(timeout, || Ok(mesh.current_router()?.map(Launched::Published)));
+    tokio::select! {
+        published = published => Ok(published?.unwrap_or(Launched::TimedOut)),
+        status = child.wait() => match status {
+            Ok(status) if !status.success() => {
+                Ok(Launched::Failed(format!("the router exited at start with {status}")))
             }
-            _ => Ok(None),
-        }
-    });
-    let router = match published.await? {
-        Some(Ok(router)) => router,
-        Some(Err(reason)) => return Err(fail(reason)),
-        None => return Err(fail(format!("no router.json within {:?}", launcher.timeout))),
-    };
-    drop(lock);
-    Ok(router)
+            // It may have lost to a router that published meanwhile.
+            _ => Ok(mesh.current_router()?.map_or(Launched::Lost, Launched::Published)),
+        },
+    }
 }
 
 /// `path` made absolute if it names a file relative to this directory; a

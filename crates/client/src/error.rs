@@ -9,15 +9,17 @@ use crate::connect::ConnectError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No router could be reached or launched.
-    #[error(transparent)]
+    /// No router could be reached or launched: `UNAVAILABLE: …`, like any
+    /// error a frontend prints, but for a refused mesh directory (its own
+    /// words).
+    #[error("{}", connect_line(.0))]
     Connect(#[from] ConnectError),
     /// The router or the module answered with an error, or the router went
     /// away during the call (then the code is `UNAVAILABLE`).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Call(Status),
     /// A payload was not JSON.
-    #[error("the reply is not JSON: {0}")]
+    #[error("INTERNAL: the reply is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// The mesh directory failed.
     #[error(transparent)]
@@ -29,6 +31,7 @@ impl ClientError {
     /// router left office without reading it): then trying again is safe.
     pub(crate) fn was_not_run(&self) -> bool {
         matches!(self, ClientError::Call(status) if crate::frames::was_not_run(status))
+            || crate::reach::is_transient(self)
     }
 
     /// The gRPC code: `Unavailable` when no router could be had.
@@ -56,11 +59,24 @@ impl From<Status> for ClientError {
 /// tonic reports some of these as `UNKNOWN` ("transport error") or
 /// `CANCELLED`, which a caller cannot tell from a module's own answer.
 pub(crate) fn from_transport(status: Status) -> Status {
+    // tonic reports its own deadline as CANCELLED "Timeout expired": a
+    // deadline that passes is DEADLINE_EXCEEDED, on every path.
+    let timed_out = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::TimeoutExpired>());
+    if status.code() == Code::Cancelled && (timed_out || status.message() == "Timeout expired") {
+        return Status::deadline_exceeded("no reply within the call's deadline (the router took too long)");
+    }
     let from_transport = std::error::Error::source(&status).is_some();
     if from_transport && matches!(status.code(), Code::Unknown | Code::Unavailable | Code::Cancelled) {
         Status::unavailable(format!("the router went away during the call ({})", status.message()))
     } else {
         status
+    }
+}
+
+fn connect_line(err: &ConnectError) -> String {
+    match err {
+        ConnectError::Discovery(e) => e.to_string(),
+        other => format!("UNAVAILABLE: {other}"),
     }
 }
 
@@ -107,6 +123,23 @@ mod tests {
         let err = ClientError::from(status);
         assert_eq!(err.code(), Code::Unavailable);
         assert!(err.to_string().starts_with("UNAVAILABLE: the router went away"), "{err}");
+    }
+
+    #[test]
+    fn tonics_own_timeout_is_deadline_exceeded_not_cancelled() {
+        let mut status = Status::cancelled("Timeout expired");
+        status.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
+        assert_eq!(ClientError::from(status).code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn a_router_that_cannot_be_reached_is_unavailable_with_its_code_in_the_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = ClientError::from(ConnectError::Socket { path: "/m/router.sock".into(), source: io });
+        assert!(
+            err.to_string().starts_with("UNAVAILABLE: cannot connect to the router at /m/router.sock"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod events;
 mod frames;
 #[cfg(feature = "host")]
 mod host;
+mod reach;
 
 pub use call::{CallOptions, CallStream, Caller, Transport};
 pub use client::{Client, ClientOptions};

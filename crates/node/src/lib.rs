@@ -13,6 +13,7 @@
 //! - [`router`]: the gRPC services and the router's life.
 
 mod bus;
+mod cut;
 mod host;
 pub mod manifest;
 pub mod router;

@@ -195,7 +195,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid service name {name:?}: a name is [a-z0-9][a-z0-9_-]* (at most 64 characters), never a path"
+            "invalid service name {}: a name is [a-z0-9][a-z0-9_-]* (at most 64 characters), never a path",
+            crate::cut::quoted(name)
         ))
     }
 }
@@ -358,7 +359,7 @@ pub enum LookupError {
     #[error("{0}")]
     InvalidName(String),
     /// No manifest for the name in any directory of the search path.
-    #[error("no module named {name:?}; searched {}", searched(dirs))]
+    #[error("no module named {}; searched {}", crate::cut::quoted(name), searched(dirs))]
     NotFound {
         /// The name looked up.
         name: String,

@@ -137,6 +137,10 @@ pub(crate) fn went_away(reason: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("the router went away during the call ({reason})"))
 }
 
+/// Why a peer is not a router when it closed before its preamble: a
+/// router that stopped accepting does that to its listen backlog.
+pub(crate) const HUNG_UP: &str = "it hung up without answering the preamble";
+
 /// The metadata key that marks a call the router never ran.
 const NOT_RUN: &str = "polis-not-run";
 
@@ -277,7 +281,7 @@ impl FrameConn {
                         | std::io::ErrorKind::ConnectionReset
                 ) =>
             {
-                return Err(not_a_router("it hung up without answering the preamble".into()));
+                return Err(not_a_router(HUNG_UP.into()));
             }
             Ok(Err(source)) => return Err(ConnectError::Socket { path: path.to_owned(), source }),
             Ok(Ok(theirs)) => theirs,
@@ -456,6 +460,10 @@ async fn read_loop(
     table.close(&reason);
 }
 
+/// How long a failed write waits for the reader to read what the router
+/// sent before it closed.
+const READ_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
+
 async fn write_loop(
     mut io: WriteHalf<LocalConn>,
     mut outbox: mpsc::UnboundedReceiver<Out>,
@@ -484,6 +492,10 @@ async fn write_loop(
                 io.flush().await
             };
             if let Err(e) = written.await {
+                // The router closed its end. It may have said why first (a
+                // `Leaving`, after which an unanswered call counts as not
+                // run): let the reader get to it before judging the calls.
+                let _ = tokio::time::timeout(READ_AFTER_WRITE_ERROR, table.gone.cancelled()).await;
                 table.close(&went_away(e));
                 return;
             }

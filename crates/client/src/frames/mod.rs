@@ -12,5 +12,5 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use conn::{FrameConn, FrameStream, was_not_run};
+pub(crate) use conn::{FrameConn, FrameStream, HUNG_UP, was_not_run};
 pub(crate) use session::{Ended, FrameSession};

@@ -75,6 +75,8 @@ pub(crate) struct Instance {
     // Requests are queued on `outbound` under it, so they go out in id order.
     pending: Mutex<HashMap<u64, InFlight>>,
     next_id: AtomicU64,
+    /// Replies for requests never made (`unsolicited.rs`).
+    unsolicited: super::unsolicited::Unsolicited,
     pub(crate) calls: AtomicU64,
     /// Set before a planned stop, so the exit is not counted as a crash.
     stopping: AtomicBool,
@@ -169,6 +171,7 @@ impl Instance {
             cancels: Arc::new(Cancels::default()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            unsolicited: Default::default(),
             calls: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             kill: CancellationToken::new(),
@@ -314,20 +317,22 @@ impl Instance {
     }
 
     /// Acts on a frame from the module.
-    fn dispatch(self: &Arc<Self>, frame: Frame) {
+    /// `Err` when the module broke the protocol badly enough to end its link.
+    fn dispatch(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
         // Publish, Subscribe, Unsubscribe: the bus's.
-        let Some(frame) = self.events.lock().expect("events lock").handle(frame) else { return };
+        let Some(frame) = self.events.lock().expect("events lock").handle(frame) else { return Ok(()) };
         match frame.kind {
-            Some(Kind::Reply(reply)) => self.on_reply(reply),
+            Some(Kind::Reply(reply)) => return self.on_reply(reply),
             // The module's own calls (see `outgoing`).
             Some(Kind::Request(request)) => super::outgoing::request(self, request),
             Some(Kind::Cancel(cancel)) => self.outgoing.cancel(cancel.id),
             _ => tracing::warn!("module {} sent an unexpected frame; ignoring it", self.name),
         }
+        Ok(())
     }
 
     /// Routes a reply from the module to the call waiting for it.
-    fn on_reply(&self, reply: pb::Reply) {
+    fn on_reply(&self, reply: pb::Reply) -> Result<(), String> {
         let item = match reply.outcome {
             Some(Outcome::Payload(p)) if reply.more => Ok(Item::Data(p)),
             Some(Outcome::Payload(p)) => Ok(Item::End(Some(p))),
@@ -338,7 +343,7 @@ impl Instance {
                 };
                 Err(Status::new(code, e.message))
             }
-            None if reply.more => return,
+            None if reply.more => return Ok(()),
             None => Ok(Item::End(None)),
         };
         let ended = !matches!(item, Ok(Item::Data(_)));
@@ -351,12 +356,16 @@ impl Instance {
             }
         };
         // A reply to a call that was cancelled or timed out has nobody to go to.
-        if let Some(sender) = sender {
-            let _ = sender.send(item);
-            if ended {
-                // The calls the module made to serve it are no one's any more.
-                self.outgoing.end_parent(reply.id);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(item);
+                if ended {
+                    // The calls the module made to serve it are no one's any more.
+                    self.outgoing.end_parent(reply.id);
+                }
+                Ok(())
             }
+            None => self.unsolicited.note(reply.id, self.next_id.load(Ordering::Relaxed)),
         }
     }
 
@@ -538,7 +547,7 @@ async fn drive(instance: Arc<Instance>, mut reader: LinkReader, process: Process
     let end = loop {
         tokio::select! {
             read = reader.read() => match read {
-                Ok(Some(frame)) => instance.dispatch(frame),
+                Ok(Some(frame)) => if let Err(why) = instance.dispatch(frame) { break End::Broken(why) },
                 Ok(None) => break End::Eof,
                 Err(e) => break End::Broken(e.to_string()),
             },

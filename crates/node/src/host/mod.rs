@@ -39,6 +39,7 @@ mod supervise;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod unsolicited;
 mod wasm;
 
 pub(crate) use tap::{Monitor, Watch};

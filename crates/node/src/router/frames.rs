@@ -211,7 +211,7 @@ impl Connection {
     /// Acts on one frame from the client; `Some` ends the connection.
     async fn on_frame(&mut self, frame: Frame) -> Option<End> {
         match frame.kind {
-            Some(Kind::Request(request)) => self.start_call(request).await,
+            Some(Kind::Request(request)) => return self.start_call(request).await,
             Some(Kind::Cancel(cancel)) => {
                 if let Some(handle) = self.in_flight.remove(&cancel.id) {
                     handle.abort();
@@ -231,7 +231,10 @@ impl Connection {
                 };
                 let welcome = self.door.hub.welcome(protocol);
                 self.events.set_publisher(hello.name.clone());
-                self.session = Some(self.door.hub.register(hello));
+                let Some(session) = self.door.hub.register(hello) else {
+                    return self.refuse_as_leaving().await;
+                };
+                self.session = Some(session);
                 let _ = self.outbox.send(Frame { kind: Some(Kind::SessionWelcome(welcome)) }).await;
             }
             Some(Kind::Goodbye(_)) => return Some(End::Closed("goodbye")),
@@ -246,8 +249,23 @@ impl Connection {
         None
     }
 
+    /// The router decided to leave before this connection heard of it:
+    /// says so now, and leaves the request unanswered, which the client
+    /// takes for not run (it retries it at the next router).
+    async fn refuse_as_leaving(&mut self) -> Option<End> {
+        if !self.leaving {
+            self.leaving = true;
+            let leaving = self.door.hub.leaving_notice();
+            let _ = self.outbox.send(Frame { kind: Some(Kind::Leaving(leaving)) }).await;
+        }
+        self.calls.is_empty().then_some(End::Closed("the router left office"))
+    }
+
     /// Starts a call's task, or refuses the request at once.
-    async fn start_call(&mut self, request: pb::Request) {
+    async fn start_call(&mut self, request: pb::Request) -> Option<End> {
+        if self.leaving {
+            return self.refuse_as_leaving().await;
+        }
         let id = request.id;
         let refusal = if self.in_flight.contains_key(&id) {
             Some(Status::invalid_argument(format!("request id {id} is already in flight on this connection")))
@@ -255,14 +273,12 @@ impl Connection {
             Some(Status::resource_exhausted(format!(
                 "this connection has {MAX_IN_FLIGHT} calls in flight; wait for some to finish"
             )))
-        } else if self.leaving {
-            Some(Status::unavailable("the router is leaving office; call the next router"))
         } else {
             None
         };
         if let Some(status) = refusal {
             let _ = self.outbox.send(error_reply(id, &status)).await;
-            return;
+            return None;
         }
         let spec = CallSpec {
             service: request.service,
@@ -273,7 +289,9 @@ impl Connection {
         };
         let (host, outbox) = (self.door.host.clone(), self.outbox.clone());
         // A call in flight keeps the router, as a session does.
-        let lease = self.door.hub.leases.take();
+        let Some(lease) = self.door.hub.leases.take() else {
+            return self.refuse_as_leaving().await;
+        };
         let stream = request.stream;
         let handle = self.calls.spawn(async move {
             let _lease = lease;
@@ -289,6 +307,7 @@ impl Connection {
             id
         });
         self.in_flight.insert(id, handle);
+        None
     }
 }
 

@@ -12,6 +12,7 @@ mod accept;
 mod admin;
 mod authority;
 pub(crate) mod calls;
+mod conns;
 mod events;
 mod frames;
 mod json;
@@ -70,6 +71,8 @@ const DRAIN: Duration = Duration::from_millis(500);
 pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
     let RouterConfig { host: config, sessions: session_config, successor, hand_over_on_exit } = config;
     let mesh: MeshDir = term.mesh().clone();
+    // Before the socket: every connection costs a descriptor.
+    let nofile = conns::raise_nofile();
     term.remove_stale_socket()?;
     let socket = mesh.router_socket();
     let listener = transport::bind(&socket).map_err(|source| Error::Bind { path: socket.clone(), source })?;
@@ -159,7 +162,8 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     // One socket, two wires: frame sessions are served at the door, gRPC
     // connections go on to tonic.
     let door = std::sync::Arc::new(frames::FrameDoor { host: host.clone(), hub: hub.clone(), uid });
-    let grpc = accept::split(listener, door, &tasks, stop_accepting.clone());
+    let conn_limit = conns::ConnLimit::from_env(nofile);
+    let grpc = accept::split(listener, door, &tasks, stop_accepting.clone(), conn_limit);
     let server = tonic::transport::Server::builder()
         .layer(limit)
         .add_service(InterceptedService::new(router_service, check))

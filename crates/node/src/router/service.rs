@@ -23,7 +23,7 @@ use super::{
     authority::DEADLINE_HEADER,
     calls::{self, CallSpec},
     json,
-    sessions::{Lease, SessionHub, SessionStream},
+    sessions::{self, Lease, SessionHub, SessionStream},
 };
 use crate::host::{Host, Item, PendingCall};
 
@@ -98,7 +98,7 @@ fn reply(payload: pb::Payload, in_json: bool) -> pb::CallReply {
 impl Router for RouterService {
     async fn call(&self, request: Request<pb::CallRequest>) -> Result<Response<pb::CallReply>, Status> {
         // A call in flight keeps the router, as a session does.
-        let _lease = self.hub.leases.take();
+        let _lease = self.hub.leases.take().ok_or_else(sessions::not_run)?;
         let (spec, in_json) = spec(request)?;
         let payload = calls::unary(&self.host, spec).await?;
         Ok(Response::new(reply(payload, in_json)))
@@ -108,7 +108,7 @@ impl Router for RouterService {
 
     async fn call_stream(&self, request: Request<pb::CallRequest>) -> Result<Response<ReplyStream>, Status> {
         let (spec, in_json) = spec(request)?;
-        let lease = self.hub.leases.take();
+        let lease = self.hub.leases.take().ok_or_else(sessions::not_run)?;
         let (call, deadline) = match spec.stream_timeout() {
             Some(t) => {
                 let status = spec.deadline_status(t);
@@ -136,7 +136,7 @@ impl Router for RouterService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let lease = self.hub.leases.take();
+        let lease = self.hub.leases.take().ok_or_else(sessions::not_run)?;
         let stream = super::events::subscribe(self.host.bus(), &request.into_inner().pattern, lease).await?;
         Ok(Response::new(stream))
     }

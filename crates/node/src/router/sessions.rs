@@ -3,7 +3,10 @@
 //! A [`Lease`] is held by every live session and every call in flight:
 //! taking one counts up, dropping it counts down, and nobody counts by hand.
 //! When the count is zero the router lingers, then leaves office; any new
-//! lease during the linger cancels the exit.
+//! lease during the linger cancels the exit. The decision to leave closes
+//! the count in the same atomic step that finds it zero, so no lease is
+//! taken after it: what arrives then is refused as not run, and retried by
+//! the client at the next router (issue 11, finding 1).
 
 use std::{
     collections::HashMap,
@@ -51,8 +54,12 @@ pub(crate) struct Leases {
     inner: Arc<LeaseCount>,
 }
 
+/// Set in [`LeaseCount::count`] once the router has decided to leave.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 #[derive(Debug)]
 struct LeaseCount {
+    /// Leases held, with [`CLOSED`] set once no more may be taken.
     count: AtomicUsize,
     /// Whether the count was zero at its last crossing; sent on crossings only.
     idle: watch::Sender<bool>,
@@ -69,15 +76,27 @@ impl Leases {
         Self { inner: Arc::new(LeaseCount { count: AtomicUsize::new(0), idle: watch::Sender::new(true) }) }
     }
 
-    pub(crate) fn take(&self) -> Lease {
-        if self.inner.count.fetch_add(1, Ordering::SeqCst) == 0 {
+    /// A lease, or `None` once the router has decided to leave: then the
+    /// work asking for it must be refused as not run.
+    pub(crate) fn take(&self) -> Option<Lease> {
+        let before = self
+            .inner
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n & CLOSED == 0).then_some(n + 1))
+            .ok()?;
+        if before == 0 {
             self.inner.idle.send_replace(false);
         }
-        Lease { inner: self.inner.clone() }
+        Some(Lease { inner: self.inner.clone() })
     }
 
     fn is_idle(&self) -> bool {
         self.inner.count.load(Ordering::SeqCst) == 0
+    }
+
+    /// Closes the count if no lease is held; whether it did.
+    fn close_if_idle(&self) -> bool {
+        self.inner.count.compare_exchange(0, CLOSED, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Cancels `shutdown` once there has been no lease for `linger`.
@@ -94,7 +113,7 @@ impl Leases {
             }
             tokio::select! {
                 () = tokio::time::sleep(linger) => {
-                    if self.is_idle() {
+                    if self.close_if_idle() {
                         tracing::info!("no sessions and no calls for {linger:?}; leaving");
                         shutdown.cancel();
                         return;
@@ -159,6 +178,18 @@ pub(crate) struct SessionHub {
     pub(crate) handover: CancellationToken,
 }
 
+/// The metadata key by which a client knows that the router did not run
+/// its call (the client's `frames::conn` reads it): retrying is safe.
+const NOT_RUN: &str = "polis-not-run";
+
+/// `UNAVAILABLE` for work refused because the router has decided to leave,
+/// marked so that the client retries it at the next router.
+pub(crate) fn not_run() -> Status {
+    let mut status = Status::unavailable("the router is leaving office; call the next router");
+    status.metadata_mut().insert(NOT_RUN, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
 fn down(kind: session_down::Kind) -> Result<pb::SessionDown, Status> {
     Ok(pb::SessionDown { kind: Some(kind) })
 }
@@ -176,7 +207,7 @@ impl SessionHub {
         let protocol = super::versions::negotiate(&hello)?;
         let (tx, rx) = mpsc::channel(16);
         let _ = tx.send(down(session_down::Kind::Welcome(self.welcome(protocol)))).await;
-        let session = self.register(hello);
+        let session = self.register(hello).ok_or_else(not_run)?;
         let hub = self.clone();
         self.tracker.spawn(async move {
             let why = hub.serve(&mut up, &tx).await;
@@ -199,7 +230,9 @@ impl SessionHub {
     /// Counts a frontend's session, over either wire, until the returned
     /// guard is closed or dropped: a lease on the router and a row in
     /// `polis status`.
-    pub(crate) fn register(&self, hello: pb::SessionHello) -> Registered {
+    /// `None` once the router has decided to leave.
+    pub(crate) fn register(&self, hello: pb::SessionHello) -> Option<Registered> {
+        let lease = self.leases.take()?;
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let protocol_version = super::versions::negotiate(&hello).unwrap_or(0);
         let name = if hello.name.is_empty() { "frontend".to_owned() } else { hello.name };
@@ -213,7 +246,7 @@ impl SessionHub {
             client_version: hello.client_version,
             features: hello.features,
         });
-        Registered { table: self.table.clone(), key, name, _lease: self.leases.take() }
+        Some(Registered { table: self.table.clone(), key, name, _lease: lease })
     }
 
     fn leaving_reason(&self) -> &'static str {
@@ -303,5 +336,6 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert!(shutdown.is_cancelled());
         linger.await.unwrap();
+        assert!(leases.take().is_none(), "no lease is taken once the router decided to leave");
     }
 }
