@@ -13,7 +13,7 @@
 //! and `encode` must give one line of JSON-RPC 2.0 that says the same.
 #![no_main]
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, unused_imports)]
 #[path = "../../crates/node/src/host/jsonrpc.rs"]
 mod jsonrpc;
 
@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 
 fn check_decoded(line: &str) {
     let Ok(Some(frame)) = jsonrpc::decode(line) else { return };
-    let Some(Kind::Reply(reply)) = frame.kind else { panic!("{line:?} decoded to {frame:?}") };
+    // A module's own frames ($/call, $/publish, ...) are the router's to check.
+    let Some(Kind::Reply(reply)) = frame.kind else { return };
     match reply.outcome {
         Some(Outcome::Payload(p)) => {
             assert_eq!(p.content_type, polis_mesh::JSON);

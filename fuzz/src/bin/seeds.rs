@@ -27,6 +27,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                 node_id: "9b2f4c1e-6a55-4f0b-9e64-3f7c2d8a1b00".into(),
                 resumed: true,
                 pid: 1234,
+                ..Default::default()
             })),
         ),
         (

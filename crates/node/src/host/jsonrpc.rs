@@ -11,6 +11,9 @@
 //! never clash: a line with `method` is a request, one without a response,
 //! whichever side sends it. The translation of `$/call` is in `calls`.
 
+// Explicit paths: fuzz/fuzz_targets/jsonrpc_line.rs compiles this file in
+// by `#[path]`, where a bare `mod` would be looked for beside it.
+#[path = "jsonrpc/events.rs"]
 mod events;
 
 use std::collections::HashMap;
@@ -135,6 +138,7 @@ fn grpc_code(code: i64) -> Code {
     }
 }
 
+#[path = "jsonrpc/calls.rs"]
 mod calls;
 pub(crate) use calls::INVALID_CALL;
 
