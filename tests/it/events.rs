@@ -431,6 +431,9 @@ async fn a_jsonrpc_module_subscribes_and_publishes() {
 #[test]
 fn a_neovim_callback_gets_an_event_on_the_main_loop() {
     let mesh = mesh();
+    // The Lua library first: its build can outlast the idle router's linger
+    // on a busy machine, and the script connects with launching off.
+    crate::neovim::cdylib();
     let _router = mesh.start_router(&[]);
     let mut nvim = crate::neovim::Nvim::start(
         &mesh,
