@@ -431,10 +431,11 @@ async fn a_jsonrpc_module_subscribes_and_publishes() {
 #[test]
 fn a_neovim_callback_gets_an_event_on_the_main_loop() {
     let mesh = mesh();
-    // The Lua library first: its build can outlast the idle router's linger
-    // on a busy machine, and the script connects with launching off.
+    // The script connects with launching off: the router must not leave
+    // while nvim starts (the harness's linger is 300 ms, and a busy machine
+    // takes longer than that to build the library and start nvim).
     crate::neovim::cdylib();
-    let _router = mesh.start_router(&[]);
+    let _router = mesh.start_router(&["--linger", "never"]);
     let mut nvim = crate::neovim::Nvim::start(
         &mesh,
         "events",
