@@ -338,7 +338,12 @@ fn error_text(err: ClientError) -> String {
     match err {
         // Its text starts with the code already.
         err @ ClientError::Call(_) => err.to_string(),
-        other => format!("{}: {other}", polis_client::code_name(other.code())),
+        other => {
+            let code = polis_client::code_name(other.code());
+            let text = other.to_string();
+            // Connection errors name their code themselves too.
+            if text.starts_with(code) { text } else { format!("{code}: {text}") }
+        }
     }
 }
 
