@@ -22,10 +22,15 @@ fn one_shot_calls_racing_routers_that_keep_leaving_all_succeed() {
     mesh.module("echo", ECHO, "");
     const THREADS: usize = 4;
     const CALLS: usize = 60;
+    // Every tenth call, all threads pause together for longer than the
+    // linger, so that the router is idle and leaves however loaded the
+    // machine is.
+    let together = std::sync::Barrier::new(THREADS);
     let failures: Vec<String> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let mesh = &mesh;
+                let together = &together;
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     for i in 0..CALLS {
@@ -39,6 +44,10 @@ fn one_shot_calls_racing_routers_that_keep_leaving_all_succeed() {
                         // 45 ms around the linger, so that routers leave
                         // between calls and while they arrive.
                         std::thread::sleep(Duration::from_millis(((i * 7 + t * 13) % 46) as u64));
+                        if i % 10 == 9 {
+                            together.wait();
+                            std::thread::sleep(Duration::from_millis(150));
+                        }
                     }
                     failed
                 })
