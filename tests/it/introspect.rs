@@ -1,7 +1,8 @@
 //! Introspection, the monitor, and versions on a session: modules that
 //! declare their methods (Rust SDK, JSON-RPC) and one that does not, the
 //! router's NOT_FOUND for a method a module declared it lacks, `polis
-//! monitor` seeing calls and dropping (counted) what a stalled reader
+//! monitor` seeing calls and events (from modules, frontends and the
+//! router) and dropping (counted) what a stalled reader
 //! cannot take, a session speaking no protocol the router speaks refused
 //! with the documented error, and another uid refused by the monitor.
 
@@ -165,6 +166,9 @@ fn polis_monitor_shows_each_call_as_it_ends_filtered_and_with_payloads() {
     mesh.run(&["call", "echo", "echo", r#"{"a":[1,2]}"#]).code(0);
     mesh.run(&["call", "echo", "fail", r#"{"code":9,"message":"no"}"#]).code(1);
 
+    // `*` takes events too: loading echo is the router's event, before the call ends.
+    let started = next_json(&mut all);
+    assert_eq!((&started["type"], &started["topic"]), (&json!("event"), &json!("polis.module.started")));
     let ping = next_json(&mut all);
     assert_eq!(
         (&ping["type"], &ping["service"], &ping["method"], &ping["code"]),
@@ -197,7 +201,51 @@ fn polis_monitor_shows_each_call_as_it_ends_filtered_and_with_payloads() {
     mesh.run(&["call", "echo", "ping"]).code(0);
     let line = human.line();
     assert!(line.contains(" → echo.ping ") && line.contains(" OK 0 B → 6 B"), "{line}");
-    // FIXME: an event line once the events bus lands; the tap has the variant (`Monitor::event`).
+}
+
+#[test]
+fn polis_monitor_shows_events_from_modules_frontends_and_the_router_even_unsubscribed() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.start_router(&[]);
+
+    // Nobody subscribes to these topics: the monitor sees them anyway.
+    let mut events = mesh.spawn(&["monitor", "notes.*", "--json", "--payloads"]);
+    assert_eq!(next_json(&mut events)["pattern"], "notes.*");
+    let mut lifecycle = mesh.spawn(&["monitor", "polis.module.*", "--json"]);
+    assert_eq!(next_json(&mut lifecycle)["type"], "watching");
+
+    // From a module (loading it is the router's `polis.module.started`)…
+    mesh.run(&["call", "echo", "publish", r#"{"topic":"notes.changed","value":{"path":"a.norg"}}"#]).code(0);
+    // …from a frontend, and one the pattern does not take.
+    mesh.run(&["publish", "other.topic", "1"]).code(0);
+    mesh.run(&["publish", "notes.indexed", "[1,2,3]"]).code(0);
+
+    let from_module = next_json(&mut events);
+    assert_eq!(
+        (&from_module["type"], &from_module["topic"], &from_module["publisher"], &from_module["payload"]),
+        (&json!("event"), &json!("notes.changed"), &json!("echo"), &json!({"path": "a.norg"})),
+        "{from_module}"
+    );
+    assert_eq!(from_module["bytes"], json!(r#"{"path":"a.norg"}"#.len()), "{from_module}");
+    let from_cli = next_json(&mut events);
+    assert_eq!((&from_cli["topic"], &from_cli["payload"]), (&json!("notes.indexed"), &json!([1, 2, 3])));
+    assert!(from_cli["publisher"].as_str().unwrap().starts_with("polis-publish/"), "{from_cli}");
+
+    let started = next_json(&mut lifecycle);
+    assert_eq!(
+        (&started["type"], &started["topic"], &started["publisher"]),
+        (&json!("event"), &json!("polis.module.started"), &json!("router")),
+        "{started}"
+    );
+    assert!(started.get("payload").is_none(), "no payloads without --payloads: {started}");
+
+    // The human form: one line per event.
+    let mut human = mesh.spawn(&["monitor", "notes.*"]);
+    assert_eq!(human.line(), "watching notes.*");
+    mesh.run(&["publish", "notes.changed", "7"]).code(0);
+    let line = human.line();
+    assert!(line.contains(" event notes.changed 1 B"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,8 @@ use std::{
 use polis_mesh::pb;
 use tonic::Status;
 
+use crate::host::Monitor;
+
 pub(crate) use link::LinkEvents;
 use pattern::Pattern;
 pub(crate) use pattern::check_topic;
@@ -49,6 +51,8 @@ pub(crate) struct Bus {
     // across an await.
     table: RwLock<Table>,
     next_link: AtomicU64,
+    /// The monitor's watchers, shown every event published (`polis monitor`).
+    monitor: Arc<Monitor>,
 }
 
 /// Where a matching event goes.
@@ -69,6 +73,11 @@ struct Table {
 }
 
 impl Bus {
+    /// A bus whose events `monitor`'s watchers see.
+    pub(crate) fn new(monitor: Arc<Monitor>) -> Self {
+        Self { monitor, ..Self::default() }
+    }
+
     /// Publishes an event from `publisher` (a module's name, a frontend's,
     /// "router"). Refuses a bad topic, and a `polis.` topic from anyone but
     /// the router. Returns how many subscriptions it went to.
@@ -80,6 +89,11 @@ impl Bus {
         payload: pb::Payload,
     ) -> Result<usize, Status> {
         check_topic(&topic, from_router)?;
+        // Before the subscribers are looked up: the monitor sees events that
+        // nobody subscribed to, too. One relaxed load when nobody watches.
+        if self.monitor.is_watched() {
+            self.monitor.event(publisher, &topic, &payload);
+        }
         let table = self.table.read().expect("bus lock");
         let exact = table.exact.get(&topic).map(Vec::as_slice).unwrap_or_default();
         let first_prefix = table.prefixes.iter().position(|(p, _)| topic.starts_with(p.as_str()));

@@ -141,6 +141,7 @@ impl Host {
         router: RouterIdentity,
         launcher: Box<dyn Launch>,
     ) -> Arc<Self> {
+        let monitor = Arc::new(Monitor::default());
         Arc::new(Self {
             search: std::sync::RwLock::new(config.modules_path.clone()),
             config,
@@ -150,8 +151,8 @@ impl Host {
             entries: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
-            monitor: Arc::new(Monitor::default()),
-            bus: Arc::default(),
+            bus: Arc::new(crate::bus::Bus::new(monitor.clone())),
+            monitor,
         })
     }
 

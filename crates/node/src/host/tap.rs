@@ -142,9 +142,8 @@ impl Monitor {
         })
     }
 
-    /// Offers an event line to the watchers of its topic. For the events
-    /// bus: call it only when [`Monitor::is_watched`].
-    #[allow(dead_code)]
+    /// Offers an event line to the watchers of its topic (the bus calls it
+    /// on each publish).
     pub(crate) fn event(&self, publisher: &str, topic: &str, payload: &pb::Payload) {
         if !self.is_watched() {
             return;
