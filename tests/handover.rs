@@ -101,7 +101,8 @@ async fn fifty_router_kills_lose_no_state_and_no_frontend() {
         last_success.push(last.clone());
         let (stop, successes) = (stop.clone(), successes.clone());
         frontends.push(tokio::spawn(async move {
-            let options = CallOptions { timeout: Some(Duration::from_secs(5)), idempotent: true };
+            let options =
+                CallOptions { timeout: Some(Duration::from_secs(5)), idempotent: true, ..Default::default() };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
@@ -331,7 +332,11 @@ async fn a_restart_under_load_fails_no_call_started_after_the_successor_took_off
                         "counter",
                         "incr",
                         &json!({"key": n.to_string()}),
-                        CallOptions { timeout: Some(Duration::from_secs(5)), idempotent: true },
+                        CallOptions {
+                            timeout: Some(Duration::from_secs(5)),
+                            idempotent: true,
+                            ..Default::default()
+                        },
                     )
                     .await;
                 let plain = client.call_json("counter", "get", &json!(null), None).await;

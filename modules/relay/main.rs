@@ -26,6 +26,20 @@ async fn main() -> ExitCode {
             let (service, method, params) = target(&call)?;
             call.call(&service, &method, params).await
         })
+        // {service, method, params, n}: makes the call n times, one after
+        // another, and answers each one's duration in µs as this module saw
+        // it (`polis-bench --module-calls` compares them with a frontend's).
+        .method("time", |call: Call| async move {
+            let (service, method, params) = target(&call)?;
+            let n: usize = call.param("n")?;
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n {
+                let start = std::time::Instant::now();
+                call.call(&service, &method, params.clone()).await?;
+                us.push(start.elapsed().as_micros() as u64);
+            }
+            Ok(us)
+        })
         // The same for a streaming method: its items, one by one.
         .stream("relay_stream", relay_stream)
         // Calls itself without end: the router's chain limit stops it.

@@ -41,7 +41,7 @@ pub(super) async fn run(
             print_payload(&mut out, &item.map_err(rpc::failure)?)?;
         }
     } else {
-        let options = CallOptions { timeout, idempotent: false };
+        let options = CallOptions { timeout, idempotent: false, unary_only: true };
         let reply = caller.call(&args.service, &args.method, payload, options).await.map_err(rpc::failure)?;
         print_payload(&mut out, &reply)?;
     }

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::util::{RELAY, TestMesh, mesh};
+use crate::util::{ECHO, RELAY, TestMesh, mesh};
 
 /// A JSON-RPC module that calls other modules with `$/call`: `relay` sends
 /// its params' `call` as a `$/call` (with `parent` set to the request it
@@ -93,6 +93,25 @@ fn a_rust_module_calls_a_python_module_and_back() {
     let inner = json!({"call": {"service": "a", "method": "whoami"}});
     let run = call(&mesh, "a", "relay", json!({"service": "p", "method": "relay", "params": inner}));
     assert_eq!(run.code(0).json(), json!("p"));
+}
+
+/// What a module author's test looks like with the harness alone: a module
+/// that calls another, which publishes, seen by `TestMesh::watch`.
+#[test]
+fn the_harness_tests_a_module_that_calls_another_which_publishes() {
+    let mesh = mesh();
+    mesh.module("relay", RELAY, "calls = [\"echo\"]");
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.start_router(&[]);
+    let mut events = mesh.watch("notes.*");
+    let publish = json!({"topic": "notes.changed", "value": {"path": "a.norg"}});
+    let run =
+        call(&mesh, "relay", "relay", json!({"service": "echo", "method": "publish", "params": publish}));
+    assert_eq!(run.code(0).json(), json!(null));
+    assert_eq!(events.event(), ("notes.changed".to_owned(), json!({"path": "a.norg"})));
+    // The relay may call only echo.
+    let run = call(&mesh, "relay", "relay", json!({"service": "relay", "method": "ping"}));
+    assert!(run.code(1).error_line().starts_with("error: PERMISSION_DENIED: "), "{run}");
 }
 
 #[test]

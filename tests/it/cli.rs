@@ -165,6 +165,30 @@ fn calls_streams_sessions_and_reattach_work_over_frames_and_grpc() {
     }
 }
 
+/// `polis call` without `--stream` on a method that streams is refused with
+/// a clear error, instead of printing the last item and dropping the rest.
+#[test]
+fn a_streaming_method_without_stream_is_refused_naming_the_flag() {
+    let mesh = mesh();
+    mesh.module("echo", ECHO, "");
+    let _router = mesh.start_router(&[]);
+    for wire in [&[][..], &["--grpc"][..]] {
+        let run =
+            mesh.run(&[&["call"], wire, &["echo", "stream", r#"{"count":3,"interval_ms":1}"#]].concat());
+        assert_eq!(
+            run.code(1).error_line(),
+            "error: FAILED_PRECONDITION: echo.stream streams its answer: call it as a stream to get every \
+             item (`polis call --stream`, `call_stream`, Router.CallStream)",
+            "{wire:?}: {run}"
+        );
+        assert_eq!(run.stdout(), "", "{wire:?}: no item printed");
+        let streamed =
+            mesh.run(&[&["call", "--stream"], wire, &["echo", "stream", r#"{"count":3}"#]].concat());
+        assert_eq!(streamed.code(0).stdout(), "0\n1\n2\n", "{wire:?}");
+        assert_eq!(mesh.run(&[&["call"], wire, &["echo", "ping"]].concat()).code(0).json(), "pong");
+    }
+}
+
 /// After `polis stop`, an editor that stays finds or launches the next
 /// router on its next call, exactly as its first call did.
 #[test]

@@ -16,7 +16,7 @@ use polis_testing::TestMesh;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::util::{ECHO, WAIT, mesh, wait_until};
+use crate::util::{ECHO, WAIT, mesh};
 
 async fn client(mesh: &TestMesh, name: &str) -> Client {
     let options =
@@ -82,15 +82,6 @@ impl Raw {
     }
 }
 
-/// Starts `polis watch PATTERN` and waits until it has subscribed.
-fn watch(mesh: &TestMesh, pattern: &str) -> polis_testing::Process {
-    let watcher = mesh.spawn(&["watch", pattern, "--no-launch"]);
-    wait_until(WAIT, &mesh.dir, "polis watch to subscribe", || {
-        watcher.stderr().contains("watching").then_some(())
-    });
-    watcher
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modules_event_reaches_two_frontends_and_polis_watch() {
     let mesh = mesh();
@@ -100,7 +91,7 @@ async fn a_modules_event_reaches_two_frontends_and_polis_watch() {
     let mut on_a = a.subscribe("notes.*").await.expect("subscribe a");
     let mut on_b = b.subscribe("notes.changed").await.expect("subscribe b");
     let mut unrelated = b.subscribe("other.*").await.expect("subscribe b again");
-    let mut watcher = tokio::task::block_in_place(|| watch(&mesh, "notes.*"));
+    let mut watcher = tokio::task::block_in_place(|| mesh.watch("notes.*"));
 
     let params = json!({"topic": "notes.changed", "value": {"file": "a.norg", "n": 1}});
     a.call_json("echo", "publish", &params, None).await.expect("the module publishes");

@@ -17,10 +17,12 @@
 //! - `report`: BENCHMARKS.md, with every target as a ratio, met or missed.
 //! - `machine`: what the machine is, and waiting for it to be quiet.
 //! - `results`, `stats`, `procs`: shared types, percentiles, `/proc`.
+//! - `calls`: `polis-bench --module-calls`, a module's call against a frontend's.
 //! - `wasm`: `polis-bench wasm`, the sandboxed module against its native twin.
 //!
 //! Not part of the test run; CI only builds it (`cargo build --workspace`).
 
+mod calls;
 mod events;
 mod floor;
 mod machine;
@@ -75,6 +77,10 @@ struct Args {
     /// latency, a stalled subscriber's cost) and print the figures.
     #[arg(long)]
     events: bool,
+    /// Measure a warm call from one module to another against the same
+    /// call from a frontend, and print the figures.
+    #[arg(long)]
+    module_calls: bool,
     #[command(subcommand)]
     peer: Option<Mode>,
 }
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(polis::call_loop(mesh_dir, service, Duration::from_secs(*secs)))),
         None if args.events => events::run(!args.no_build),
+        None if args.module_calls => calls::run(!args.no_build),
         Some(Mode::Notes { files, no_build }) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -22,6 +22,8 @@ pub(crate) struct Polis {
     pub(crate) polis: PathBuf,
     /// `target/release/polis-echo`: the `frames` echo module.
     pub(crate) echo: PathBuf,
+    /// `target/release/polis-relay`: the module that calls other modules.
+    pub(crate) relay: PathBuf,
     /// `modules/pyecho/pyecho.py`: the `jsonrpc` echo module, when python3 is there.
     pub(crate) pyecho: Option<PathBuf>,
 }
@@ -89,7 +91,12 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
     if !python {
         progress("python3 not found: the jsonrpc row will say so");
     }
-    Ok(Polis { polis: found("polis")?, echo: found("polis-echo")?, pyecho: python.then_some(pyecho) })
+    Ok(Polis {
+        polis: found("polis")?,
+        echo: found("polis-echo")?,
+        relay: found("polis-relay")?,
+        pyecho: python.then_some(pyecho),
+    })
 }
 
 /// Installs norgopolis-server and builds the peer crates, installing

@@ -86,6 +86,9 @@ pub struct CallOptions {
     /// idempotency key): while the router changes, it is retried instead of
     /// failing with `UNAVAILABLE`.
     pub idempotent: bool,
+    /// A method that streams its answer is refused (`FAILED_PRECONDITION`,
+    /// naming `call_stream`) instead of answering with its last item.
+    pub unary_only: bool,
 }
 
 /// How long an idempotent call keeps retrying when it names no timeout.
@@ -115,7 +118,14 @@ where
     // it); a retry carries what is left of it.
     let mut left = options.timeout;
     loop {
-        let call = Call { caller, service, method, data: payload.clone(), timeout: left };
+        let call = Call {
+            caller,
+            service,
+            method,
+            data: payload.clone(),
+            timeout: left,
+            unary_only: options.unary_only,
+        };
         let result = match route().await {
             Ok(route) => call.unary(route).await,
             Err(err) => Err(err),
@@ -149,7 +159,7 @@ pub(crate) async fn stream(
     payload: Bytes,
     timeout: Option<Duration>,
 ) -> Result<CallStream, ClientError> {
-    Call { caller, service, method, data: payload, timeout }.stream(route).await
+    Call { caller, service, method, data: payload, timeout, unary_only: false }.stream(route).await
 }
 
 /// One try of a call: the request's fields, whatever the transport.
@@ -159,6 +169,7 @@ struct Call<'a> {
     method: &'a str,
     data: Bytes,
     timeout: Option<Duration>,
+    unary_only: bool,
 }
 
 impl Call<'_> {
@@ -215,6 +226,7 @@ impl Call<'_> {
             payload: Some(self.payload()),
             timeout_ms: self.timeout_ms(),
             caller: self.caller.into(),
+            unary_only: self.unary_only,
             ..Default::default()
         };
         let mut request = tonic::Request::new(call);
@@ -233,6 +245,7 @@ impl Call<'_> {
             timeout_ms: self.timeout_ms(),
             service: self.service.into(),
             stream,
+            unary_only: !stream && self.unary_only,
             ..Default::default()
         }
     }

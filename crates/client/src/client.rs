@@ -161,7 +161,13 @@ impl Client {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, ClientError> {
-        self.call_with(service, method, payload, CallOptions { timeout, idempotent: false }).await
+        self.call_with(
+            service,
+            method,
+            payload,
+            CallOptions { timeout, idempotent: false, ..Default::default() },
+        )
+        .await
     }
 
     /// [`Client::call`] with [`CallOptions`]; an idempotent call is retried
@@ -188,7 +194,13 @@ impl Client {
         params: &serde_json::Value,
         timeout: Option<Duration>,
     ) -> Result<serde_json::Value, ClientError> {
-        self.call_json_with(service, method, params, CallOptions { timeout, idempotent: false }).await
+        self.call_json_with(
+            service,
+            method,
+            params,
+            CallOptions { timeout, idempotent: false, ..Default::default() },
+        )
+        .await
     }
 
     /// [`Client::call_json`] with [`CallOptions`].

@@ -29,6 +29,9 @@
 //! let _standby = mesh.start_standby(&[]);
 //! let mut nvim = mesh.start_frontend("nvim");
 //! assert_eq!(nvim.call("mymod ping"), "\"pong\"");
+//! let mut events = mesh.watch("mymod.*");         // `polis watch`, subscribed
+//! nvim.call(r#"mymod save {"n":1}"#);             // a method that publishes…
+//! assert_eq!(events.event(), ("mymod.saved".to_owned(), serde_json::json!({"n": 1})));
 //! router.kill();                                  // the standby takes over
 //! assert_eq!(nvim.call("mymod ping"), "\"pong\""); // state and all
 //! assert!(mesh.routers_in_office() <= 1);

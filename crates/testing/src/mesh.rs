@@ -171,6 +171,16 @@ impl TestMesh {
         node
     }
 
+    /// Starts `polis watch PATTERN` (with a router already running) and
+    /// waits until it has subscribed; read what it sees with
+    /// [`Process::event`]. Events published before this returns are not
+    /// seen.
+    pub fn watch(&self, pattern: &str) -> Process {
+        let watcher = self.spawn(&["watch", pattern, "--no-launch"]);
+        self.wait_for("polis watch to subscribe", || watcher.stderr().contains("watching").then_some(()));
+        watcher
+    }
+
     /// Starts `polis attach --name NAME`, a frontend holding a session, and
     /// waits until it is attached; calls go through [`Process::call`].
     pub fn start_frontend(&self, name: &str) -> Process {

@@ -84,6 +84,19 @@ impl Process {
         self.line()
     }
 
+    /// For a watcher ([`TestMesh::watch`](crate::TestMesh::watch)): the
+    /// next event it printed, as its topic and value.
+    #[track_caller]
+    pub fn event(&mut self) -> (String, serde_json::Value) {
+        let line = self.line();
+        let mut event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("an event line is JSON ({e}): {line:?}\n{}", self.describe()));
+        match (event["topic"].take(), event["value"].take()) {
+            (serde_json::Value::String(topic), value) => (topic, value),
+            _ => panic!("an event line has a topic: {line:?}\n{}", self.describe()),
+        }
+    }
+
     /// What it wrote on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

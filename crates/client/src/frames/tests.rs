@@ -182,7 +182,8 @@ async fn the_request_carries_the_timeout_and_an_error_reply_keeps_its_code() {
         let route = call::Route::Frames(conn.clone());
         async move { Ok(route) }
     };
-    let options = CallOptions { timeout: Some(Duration::from_millis(1500)), idempotent: false };
+    let options =
+        CallOptions { timeout: Some(Duration::from_millis(1500)), idempotent: false, ..Default::default() };
     let serve = async {
         let request = peer.request().await;
         let error = pb::Error { code: Code::NotFound as i32, message: "no module named nope".into() };
@@ -552,7 +553,7 @@ async fn a_client_re_attaches_after_router_leaving_and_an_idempotent_call_follow
     assert_eq!(hello.node_id, frontend(&mesh).id.to_string());
 
     // An idempotent call in flight when the router goes.
-    let options = CallOptions { timeout: Some(DEADLINE), idempotent: true };
+    let options = CallOptions { timeout: Some(DEADLINE), idempotent: true, ..Default::default() };
     let call = client.call_with("counter", "get", Bytes::new(), options);
     let handover = async {
         let lost = old.recv_until_request().await;

@@ -195,6 +195,7 @@ async fn forward(instance: &Arc<Instance>, request: pb::Request) -> Result<Optio
         payload,
         caller: caller.clone(),
         timeout_ms: timeout.map_or(0, |t| t.as_millis().max(1) as u64),
+        unary_only: request.unary_only,
     };
     if !request.stream {
         return calls::unary_at(&host, spec, depth).await.map(Some);

@@ -22,6 +22,8 @@ pub(crate) struct CallSpec {
     /// As the caller asked: 0 is the router's default for a unary call, and
     /// none for a stream.
     pub(crate) timeout_ms: u64,
+    /// A unary caller's `unary_only`: an answer that streams is refused.
+    pub(crate) unary_only: bool,
 }
 
 impl CallSpec {
@@ -85,7 +87,8 @@ pub(crate) async fn start_at(
 }
 
 /// Runs a unary call to its answer: a streaming method called as unary
-/// answers with its last piece. Dropping the future at the deadline (or
+/// answers with its last piece, or, for a `unary_only` caller, is refused
+/// at its first item (so that no item is dropped unseen). Dropping the future at the deadline (or
 /// earlier) cancels the call in the module.
 pub(crate) async fn unary(host: &Arc<Host>, spec: CallSpec) -> Result<pb::Payload, Status> {
     unary_at(host, spec, 1).await
@@ -96,11 +99,14 @@ pub(crate) async fn unary_at(host: &Arc<Host>, spec: CallSpec, depth: u32) -> Re
     let timeout = spec.unary_timeout();
     let deadline = spec.deadline_status(timeout);
     let service = spec.service.clone();
+    let (method, unary_only) = (spec.method.clone(), spec.unary_only);
     let answer = async {
         let mut call = start_at(host, spec, Some(timeout), depth).await?;
         let mut last = None;
         while let Some(item) = call.next().await {
             match item? {
+                // Returning drops the call, which cancels it in the module.
+                Item::Data(_) if unary_only => return Err(streams_its_answer(&service, &method)),
                 Item::Data(p) => last = Some(p),
                 Item::End(p) => return Ok(p.or(last).unwrap_or_else(json_null)),
             }
@@ -108,6 +114,13 @@ pub(crate) async fn unary_at(host: &Arc<Host>, spec: CallSpec, depth: u32) -> Re
         Err(Status::unavailable(format!("module {service} ended the call without an answer")))
     };
     tokio::time::timeout(timeout, answer).await.unwrap_or(Err(deadline))
+}
+
+fn streams_its_answer(service: &str, method: &str) -> Status {
+    Status::failed_precondition(format!(
+        "{service}.{method} streams its answer: call it as a stream to get every item \
+         (`polis call --stream`, `call_stream`, Router.CallStream)"
+    ))
 }
 
 fn json_null() -> pb::Payload {

@@ -286,6 +286,7 @@ impl Connection {
             payload: request.payload.unwrap_or_default(),
             caller: request.caller,
             timeout_ms: request.timeout_ms,
+            unary_only: request.unary_only,
         };
         let (host, outbox) = (self.door.host.clone(), self.outbox.clone());
         // A call in flight keeps the router, as a session does.

@@ -52,7 +52,14 @@ fn spec(request: Request<pb::CallRequest>) -> Result<(CallSpec, bool), Status> {
         (0, Some(d)) => millis_up(d),
         (asked, Some(d)) => asked.min(millis_up(d)),
     };
-    let spec = CallSpec { service: req.service, method: req.method, payload, caller: req.caller, timeout_ms };
+    let spec = CallSpec {
+        service: req.service,
+        method: req.method,
+        payload,
+        caller: req.caller,
+        timeout_ms,
+        unary_only: req.unary_only,
+    };
     Ok((spec, in_json))
 }
 
