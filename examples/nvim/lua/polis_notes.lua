@@ -39,13 +39,20 @@ local function fill(method, args, title, done)
   end)
 end
 
+-- Opens the list without leaving the current window.
+local function open(err)
+  if not err then
+    vim.cmd("copen | wincmd p")
+  end
+end
+
 local commands = {
   search = function(words)
-    fill("search", { q = words }, "Notes search " .. words)
+    fill("search", { q = words }, "Notes search " .. words, open)
   end,
   backlinks = function()
     local file = vim.api.nvim_buf_get_name(0)
-    fill("backlinks", { path = file }, "Notes backlinks " .. vim.fn.fnamemodify(file, ":t"))
+    fill("backlinks", { path = file }, "Notes backlinks " .. vim.fn.fnamemodify(file, ":t"), open)
   end,
 }
 
