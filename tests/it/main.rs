@@ -19,6 +19,8 @@ mod meshdir;
 mod modules;
 mod neovim;
 mod notes;
+mod notes_clients;
+mod notes_nvim;
 mod plugin;
 mod races;
 mod records;

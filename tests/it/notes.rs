@@ -78,14 +78,14 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A copy of the sample workspace in the mesh's temp root.
-fn sample(mesh: &TestMesh) -> PathBuf {
+pub(crate) fn sample(mesh: &TestMesh) -> PathBuf {
     let dir = mesh.root().join("notes");
     copy_dir(Path::new(SAMPLE), &dir);
     dir
 }
 
 /// The notes module's manifest, with workspace `sample` at `dir`.
-fn install(mesh: &TestMesh, dir: &Path, config: &str) {
+pub(crate) fn install(mesh: &TestMesh, dir: &Path, config: &str) {
     let dir = dir.display().to_string();
     mesh.module("notes", notes_exe(), &format!("[config]\nworkspaces = {{ sample = {dir:?} }}\n{config}"));
 }
@@ -124,7 +124,7 @@ fn failure(mesh: &TestMesh, method: &str, params: Value, streamed: bool) -> Stri
 
 /// `index {…}`: the last summary (after any progress items).
 #[track_caller]
-fn index(mesh: &TestMesh, params: Value) -> Value {
+pub(crate) fn index(mesh: &TestMesh, params: Value) -> Value {
     let items = stream(mesh, "index", params);
     items.last().and_then(|i| i.get("summary")).cloned().unwrap_or_else(|| panic!("no summary: {items:?}"))
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Bumped whenever the schema or what the parser stores changes: an index
 /// of another version is rebuilt.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE workspaces (
@@ -28,6 +28,9 @@ CREATE TABLE files (
     title TEXT NOT NULL,
     UNIQUE (workspace, path)
 );
+-- A path named without its workspace (most calls): the unique index
+-- above serves only lookups that name the workspace.
+CREATE INDEX files_by_path ON files(path);
 CREATE TABLE headings (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     line INTEGER NOT NULL,
