@@ -16,7 +16,7 @@
 mod address;
 mod lease;
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, LeaderKey, ResignOptions, WatchOptions};
 use polis_discovery::{AsyncDiscovery, Error, Listing, NodeRecord, Office, Result, Skipped};
@@ -49,7 +49,6 @@ impl Etcd {
     pub async fn connect(address: Address) -> Result<Self> {
         let options = ConnectOptions::new()
             .with_connect_timeout(address.ttl)
-            .with_timeout(address.ttl)
             .with_keep_alive(address.ttl / 2, address.ttl / 2)
             .with_require_leader(true);
         let client =
@@ -70,13 +69,34 @@ impl Etcd {
         unavailable(&self.address)
     }
 
+    /// One request, bounded by the TTL: etcd without quorum (or no member
+    /// answering) is `UNAVAILABLE` then, not a hang. No client-wide timeout:
+    /// a campaign waits as long as the office is held by another.
+    async fn timed<T>(
+        &self,
+        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.address.ttl, request).await {
+            Ok(reply) => reply.map_err(self.fail()),
+            Err(_) => Err(self.no_answer()),
+        }
+    }
+
+    fn no_answer(&self) -> Error {
+        Error::Unavailable {
+            backend: "etcd",
+            at: self.address.members(),
+            reason: format!("no answer within {:?} (is a quorum of members up?)", self.address.ttl),
+        }
+    }
+
     /// This node's lease, granting one if it has none or lost it.
     async fn lease(&self) -> Result<Lease> {
         let mut held = self.lease.lock().await;
         if let Some(lease) = held.as_ref().filter(|l| !l.lost.is_cancelled()) {
             return Ok(lease.clone());
         }
-        let lease = Lease::grant(&self.client, self.address.ttl).await.map_err(self.fail())?;
+        let lease = self.timed(Lease::grant(&self.client, self.address.ttl)).await?;
         *held = Some(lease.clone());
         Ok(lease)
     }
@@ -84,15 +104,18 @@ impl Etcd {
     /// The router's record, with its epoch; `None` while nobody is elected.
     pub async fn current_router(&self) -> Result<Option<NodeRecord>> {
         let mut client = self.client.clone();
-        match client.leader(self.key("router")).await {
-            Ok(reply) => Ok(reply.kv().and_then(|kv| {
-                let mut record = NodeRecord::parse(kv.value()).ok()?;
-                record.epoch = Some(kv.create_revision() as u64);
-                Some(record)
-            })),
-            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => Ok(None),
-            Err(e) => Err(self.fail()(e)),
-        }
+        let reply = match tokio::time::timeout(self.address.ttl, client.leader(self.key("router"))).await {
+            Err(_) => return Err(self.no_answer()),
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("no leader") => {
+                return Ok(None);
+            }
+            Ok(reply) => reply.map_err(self.fail())?,
+        };
+        Ok(reply.kv().and_then(|kv| {
+            let mut record = NodeRecord::parse(kv.value()).ok()?;
+            record.epoch = Some(kv.create_revision() as u64);
+            Some(record)
+        }))
     }
 
     /// Lets this node's lease go: its records vanish now, not at expiry.
@@ -187,10 +210,8 @@ impl AsyncDiscovery for Etcd {
         let json = serde_json::to_vec(record)
             .map_err(|e| self.fail()(etcd_client::Error::InvalidArgs(e.to_string())))?;
         let mut client = self.client.clone();
-        client
-            .put(key.clone(), json, Some(etcd_client::PutOptions::new().with_lease(lease.id)))
-            .await
-            .map_err(self.fail())?;
+        self.timed(client.put(key.clone(), json, Some(etcd_client::PutOptions::new().with_lease(lease.id))))
+            .await?;
         Ok(EtcdGuard { client, key })
     }
 
@@ -253,10 +274,9 @@ impl AsyncDiscovery for Etcd {
 
     async fn watch(&self) -> Result<ReceiverStream<()>> {
         let mut client = self.client.clone();
-        let mut events = client
-            .watch(self.address.prefix.clone() + "/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .map_err(self.fail())?;
+        let mut events = self
+            .timed(client.watch(self.address.prefix.clone() + "/", Some(WatchOptions::new().with_prefix())))
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             while let Ok(Some(_)) = events.message().await {
