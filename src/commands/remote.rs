@@ -155,7 +155,15 @@ async fn router(
     record.endpoint = Some(format!("tcp:{advertised}"));
 
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(super::router::cancel_on_signal(shutdown.clone()));
+    // Told apart from the office being lost, which cancels `shutdown` too.
+    let signalled = CancellationToken::new();
+    let signals = tokio::spawn({
+        let (signalled, shutdown) = (signalled.clone(), shutdown.clone());
+        async move {
+            super::router::cancel_on_signal(signalled).await;
+            shutdown.cancel();
+        }
+    });
     let elected = tokio::select! {
         elected = elect(&address, &record) => elected,
         () = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
@@ -184,7 +192,7 @@ async fn router(
     };
     let served = polis_node::router::serve_remote(term, config, Some(remote), shutdown.clone()).await;
     signals.abort();
-    let was_lost = lost.is_cancelled() && !shutdown.is_cancelled();
+    let was_lost = lost.is_cancelled() && !signalled.is_cancelled();
     office.resign().await;
     etcd.close().await;
     served?;

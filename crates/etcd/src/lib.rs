@@ -69,16 +69,27 @@ impl Etcd {
         unavailable(&self.address)
     }
 
-    /// One request, bounded by the TTL: etcd without quorum (or no member
-    /// answering) is `UNAVAILABLE` then, not a hang. No client-wide timeout:
-    /// a campaign waits as long as the office is held by another.
-    async fn timed<T>(
-        &self,
-        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.address.ttl, request).await {
-            Ok(reply) => reply.map_err(self.fail()),
-            Err(_) => Err(self.no_answer()),
+    /// One request, tried again while members fail to answer (a member
+    /// that died stays in the client's list, and a try may pick it), all
+    /// within the TTL: etcd without quorum, or no member answering, is
+    /// `UNAVAILABLE` then, not a hang. There is no client-wide timeout: a
+    /// campaign waits as long as another holds the office.
+    async fn timed<T, F, Fut>(&self, mut request: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.address.ttl;
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
+                Err(_) => return Err(self.no_answer()),
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(e)) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("etcd: {e}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return Err(self.fail()(e)),
+            }
         }
     }
 
@@ -96,21 +107,30 @@ impl Etcd {
         if let Some(lease) = held.as_ref().filter(|l| !l.lost.is_cancelled()) {
             return Ok(lease.clone());
         }
-        let lease = self.timed(Lease::grant(&self.client, self.address.ttl)).await?;
+        let ttl = self.address.ttl;
+        let lease = self.timed(|client| async move { Lease::grant(&client, ttl).await }).await?;
         *held = Some(lease.clone());
         Ok(lease)
     }
 
     /// The router's record, with its epoch; `None` while nobody is elected.
     pub async fn current_router(&self) -> Result<Option<NodeRecord>> {
-        let mut client = self.client.clone();
-        let reply = match tokio::time::timeout(self.address.ttl, client.leader(self.key("router"))).await {
-            Err(_) => return Err(self.no_answer()),
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("no leader") => {
-                return Ok(None);
-            }
-            Ok(reply) => reply.map_err(self.fail())?,
-        };
+        let name = self.key("router");
+        let leader = self
+            .timed(|mut client| {
+                let name = name.clone();
+                async move {
+                    match client.leader(name).await {
+                        Ok(reply) => Ok(Some(reply)),
+                        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => {
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        let Some(reply) = leader else { return Ok(None) };
         Ok(reply.kv().and_then(|kv| {
             let mut record = NodeRecord::parse(kv.value()).ok()?;
             record.epoch = Some(kv.create_revision() as u64);
@@ -125,6 +145,18 @@ impl Etcd {
             let mut client = self.client.clone();
             let _ = tokio::time::timeout(self.address.ttl, client.lease_revoke(lease.id)).await;
         }
+    }
+}
+
+/// Whether `error` says a member could not be reached (or had no leader
+/// for a moment), so that another try may succeed.
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+        }
+        _ => false,
     }
 }
 
@@ -157,6 +189,7 @@ impl std::fmt::Debug for EtcdGuard {
 /// The router office in etcd: the election's leader key.
 pub struct EtcdTerm {
     client: Client,
+    ttl: std::time::Duration,
     leader: Option<LeaderKey>,
     epoch: u64,
     lost: CancellationToken,
@@ -170,11 +203,13 @@ impl std::fmt::Debug for EtcdTerm {
 
 impl EtcdTerm {
     /// Resigns now, so that a candidate standing by takes office at once
-    /// rather than at lease expiry.
+    /// rather than at lease expiry. Bounded by the TTL: without quorum
+    /// there is nothing to resign from, and the lease lapses anyway.
     pub async fn resign(mut self) {
         self.lost.cancel();
         if let Some(leader) = self.leader.take() {
-            let _ = self.client.resign(Some(ResignOptions::new().with_leader(leader))).await;
+            let resign = self.client.resign(Some(ResignOptions::new().with_leader(leader)));
+            let _ = tokio::time::timeout(self.ttl, resign).await;
         }
     }
 }
@@ -209,18 +244,23 @@ impl AsyncDiscovery for Etcd {
         let key = self.key(&format!("nodes/{}", record.id));
         let json = serde_json::to_vec(record)
             .map_err(|e| self.fail()(etcd_client::Error::InvalidArgs(e.to_string())))?;
-        let mut client = self.client.clone();
-        self.timed(client.put(key.clone(), json, Some(etcd_client::PutOptions::new().with_lease(lease.id))))
-            .await?;
+        let client = self.client.clone();
+        self.timed(|mut client| {
+            let (key, json) = (key.clone(), json.clone());
+            async move { client.put(key, json, Some(etcd_client::PutOptions::new().with_lease(lease.id))).await }
+        })
+        .await?;
         Ok(EtcdGuard { client, key })
     }
 
     async fn list(&self) -> Result<Listing> {
-        let mut client = self.client.clone();
-        let reply = client
-            .get(self.key("nodes/"), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(self.fail())?;
+        let key = self.key("nodes/");
+        let reply = self
+            .timed(|mut client| {
+                let key = key.clone();
+                async move { client.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let mut listing = Listing::default();
         // Oldest first, as the directory lists them: etcd returns keys in
         // key order, and the create revision is the order of publication.
@@ -269,13 +309,15 @@ impl AsyncDiscovery for Etcd {
         // deleted under us (by an operator, or a compaction of the election).
         tokio::spawn(watch_key(client.clone(), leader.key().to_vec(), lost.clone()));
         tracing::info!(epoch = leader.rev(), "elected through etcd");
-        Ok(EtcdTerm { client, epoch: leader.rev() as u64, leader: Some(leader), lost })
+        Ok(EtcdTerm { client, ttl: self.address.ttl, epoch: leader.rev() as u64, leader: Some(leader), lost })
     }
 
     async fn watch(&self) -> Result<ReceiverStream<()>> {
-        let mut client = self.client.clone();
         let mut events = self
-            .timed(client.watch(self.address.prefix.clone() + "/", Some(WatchOptions::new().with_prefix())))
+            .timed(|mut client| {
+                let prefix = self.address.prefix.clone() + "/";
+                async move { client.watch(prefix, Some(WatchOptions::new().with_prefix())).await }
+            })
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {

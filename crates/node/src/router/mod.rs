@@ -216,7 +216,11 @@ pub async fn serve_remote(
         () = shutdown.cancelled() => {}
         // Before the lease could lapse at etcd (polis-etcd's lease.rs), so
         // before any other candidate can be elected.
-        () = lost.cancelled() => tracing::warn!(epoch, "office lost; no more calls"),
+        () = lost.cancelled() => {
+            tracing::warn!(epoch, "office lost; no more calls");
+            // What waits on `shutdown` (the linger) ends too.
+            shutdown.cancel();
+        }
     }
     // A hosted router hands over only if other frontends remain: when its
     // host was the last, the modules stop as with any last frontend leaving.
