@@ -122,7 +122,11 @@ impl Etcd {
                 async move {
                     match client.leader(name).await {
                         Ok(reply) => Ok(Some(reply)),
-                        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => {
+                        // The election's own "nobody is elected", not the
+                        // server's "etcdserver: no leader" of a lost quorum.
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.message().contains("election: no leader") =>
+                        {
                             Ok(None)
                         }
                         Err(e) => Err(e),
