@@ -292,10 +292,22 @@ async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let caller = polis_client::Caller::from_channel(channel, name);
-    let options = polis_client::CallOptions { timeout: args.timeout, idempotent: false };
-    let reply =
-        caller.call(&args.service, &args.method, payload, options).await.map_err(super::rpc::failure)?;
-    say!("{}", if reply.is_empty() { "null".into() } else { String::from_utf8_lossy(&reply) })?;
+    let print =
+        |data: &[u8]| say!("{}", if data.is_empty() { "null".into() } else { String::from_utf8_lossy(data) });
+    if args.stream {
+        let mut items = caller
+            .call_stream(&args.service, &args.method, payload, args.timeout)
+            .await
+            .map_err(super::rpc::failure)?;
+        while let Some(item) = items.next_payload().await {
+            print(&item.map_err(super::rpc::failure)?)?;
+        }
+    } else {
+        let options = polis_client::CallOptions { timeout: args.timeout, idempotent: false };
+        let reply =
+            caller.call(&args.service, &args.method, payload, options).await.map_err(super::rpc::failure)?;
+        print(&reply)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

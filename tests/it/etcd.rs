@@ -87,6 +87,8 @@ fn one_of_three_routers_is_elected_and_another_takes_over_when_it_is_killed() {
     assert_eq!(listed.len(), 1, "{ls}");
 
     assert_eq!(client.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    let streamed = client.run(&["call", "--stream", "echo", "stream", r#"{"count":3,"interval_ms":1}"#]);
+    assert_eq!(streamed.code(0).stdout().lines().count(), 3, "{streamed}");
 
     // Refusals: a wrong token, and none at all.
     let wrong = token_file(&cluster, "wrong", "not-the-token\n");
