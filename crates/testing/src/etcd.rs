@@ -39,10 +39,13 @@ fn binary() -> PathBuf {
     std::env::var_os("POLIS_TEST_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
 }
 
-/// A port free now on loopback (the kernel's pick; released for etcd to bind).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("its address").port()
+/// `n` distinct ports free now on loopback: the kernel's picks, all held
+/// until every one is picked (so none repeats), then released for etcd.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().expect("its address").port()).collect()
 }
 
 impl EtcdCluster {
@@ -50,8 +53,14 @@ impl EtcdCluster {
     #[track_caller]
     pub fn start(n: usize) -> Self {
         let tmp = tempfile::Builder::new().prefix("etcd").tempdir_in("/tmp").expect("a temp dir");
+        let ports = free_ports(2 * n);
         let members = (0..n)
-            .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), process: None })
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: ports[2 * i],
+                peer: ports[2 * i + 1],
+                process: None,
+            })
             .collect();
         let mut cluster = Self { tmp, members, started: 0 };
         for i in 0..n {
