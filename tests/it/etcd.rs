@@ -175,4 +175,23 @@ fn a_bad_discovery_address_is_a_usage_error_naming_what_is_wrong() {
     let run = mesh.run_command(cmd);
     run.code(2);
     assert!(run.error_line().contains("expected etcd://"), "{run}");
+
+    // A router on etcd without an address for the other machines.
+    let token = mesh.root().join("token");
+    std::fs::write(&token, "t\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = mesh.polis(&["--discovery", "etcd://127.0.0.1:1/m", "--token-file"]);
+    cmd.arg(&token).arg("router");
+    let run = mesh.run_command(cmd);
+    run.code(2);
+    assert!(run.error_line().contains("a router on etcd needs --listen HOST:PORT"), "{run}");
+    // No etcd at all: a clear UNAVAILABLE, not a hang.
+    let mut cmd = mesh.polis(&["--discovery", "etcd://127.0.0.1:1/m?ttl=1", "--token-file"]);
+    cmd.arg(&token).args(["call", "echo", "ping"]);
+    let run = mesh.run_command(cmd);
+    run.code(4);
+    assert!(
+        run.error_line().starts_with("error: UNAVAILABLE: the mesh's etcd at 127.0.0.1:1 cannot be reached"),
+        "{run}"
+    );
 }
