@@ -43,6 +43,10 @@ pub(super) async fn run(
     match &cli.command {
         Command::Router(args) => router(mesh, modules_path, args, address, token()?).await,
         Command::Call(args) => call(&address, token()?, args).await,
+        Command::Status(args) => {
+            let channel = router_channel(&address, &token()?, true).await?;
+            super::status::status_of(polis_mesh::pb::admin_client::AdminClient::new(channel), args.json).await
+        }
         Command::Resolve { name } => {
             let etcd = connect(&address).await?;
             match etcd.resolve(name).await.map_err(unavailable)? {
@@ -95,7 +99,7 @@ pub(super) async fn run(
         }
         _ => Err(Failure::new(
             USAGE,
-            "this command does not work with --discovery etcd yet (router, call, resolve and ls do); \
+            "this command does not work with --discovery etcd yet (router, call, status, resolve and ls do); \
              run it on the router's machine without --discovery",
         )
         .into()),
@@ -253,44 +257,8 @@ async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Resul
         }
         None => bytes::Bytes::new(),
     };
-    let etcd = connect(address).await?;
-    let deadline = tokio::time::Instant::now() + FIND_WINDOW;
+    let channel = router_channel(address, &token, args.no_launch).await?;
     let name = format!("polis-cli/{}", std::process::id());
-    let channel = loop {
-        let why = match etcd.current_router().await.map_err(unavailable)? {
-            None => {
-                format!("no router is in office in the mesh at etcd {}{}", address.members(), address.prefix)
-            }
-            Some(router) => {
-                let endpoint = router.endpoint.clone().unwrap_or_default();
-                let Some(addr) = endpoint.strip_prefix("tcp:") else {
-                    return Err(Failure::new(
-                        UNAVAILABLE,
-                        format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp:"),
-                    )
-                    .into());
-                };
-                match polis_mesh::tcp::connect_channel(addr, &token).await {
-                    Ok(channel) => break channel,
-                    Err(e) => {
-                        let why = deepest(&e);
-                        if why.starts_with("UNAUTHENTICATED") {
-                            return Err(Failure::new(REFUSED, format!("{why} (router at {endpoint})")).into());
-                        }
-                        format!(
-                            "cannot connect to the router at {endpoint} (epoch {}): {why}",
-                            router.epoch.unwrap_or(0)
-                        )
-                    }
-                }
-            }
-        };
-        if args.no_launch || tokio::time::Instant::now() >= deadline {
-            return Err(Failure::new(UNAVAILABLE, format!("UNAVAILABLE: {why}")).into());
-        }
-        tracing::debug!("{why}; looking again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let caller = polis_client::Caller::from_channel(channel, name);
     let print =
         |data: &[u8]| say!("{}", if data.is_empty() { "null".into() } else { String::from_utf8_lossy(data) });
@@ -319,4 +287,51 @@ fn deepest(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+/// A channel to the router in office, over TCP with the token; a router
+/// that does not answer (dead, its lease not lapsed yet) is looked up again
+/// until another is elected or the window is over (`once`: one look).
+async fn router_channel(
+    address: &Address,
+    token: &Token,
+    once: bool,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let etcd = connect(address).await?;
+    let deadline = tokio::time::Instant::now() + FIND_WINDOW;
+    Ok(loop {
+        let why = match etcd.current_router().await.map_err(unavailable)? {
+            None => {
+                format!("no router is in office in the mesh at etcd {}{}", address.members(), address.prefix)
+            }
+            Some(router) => {
+                let endpoint = router.endpoint.clone().unwrap_or_default();
+                let Some(addr) = endpoint.strip_prefix("tcp:") else {
+                    return Err(Failure::new(
+                        UNAVAILABLE,
+                        format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp:"),
+                    )
+                    .into());
+                };
+                match polis_mesh::tcp::connect_channel(addr, token).await {
+                    Ok(channel) => break channel,
+                    Err(e) => {
+                        let why = deepest(&e);
+                        if why.starts_with("UNAUTHENTICATED") {
+                            return Err(Failure::new(REFUSED, format!("{why} (router at {endpoint})")).into());
+                        }
+                        format!(
+                            "cannot connect to the router at {endpoint} (epoch {}): {why}",
+                            router.epoch.unwrap_or(0)
+                        )
+                    }
+                }
+            }
+        };
+        if once || tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(UNAVAILABLE, format!("UNAVAILABLE: {why}")).into());
+        }
+        tracing::debug!("{why}; looking again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
 }

@@ -87,6 +87,13 @@ fn one_of_three_routers_is_elected_and_another_takes_over_when_it_is_killed() {
     assert_eq!(listed.len(), 1, "{ls}");
 
     assert_eq!(client.run(&["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    // The router's own status, over TCP: its epoch is etcd's.
+    let status = client.run(&["status", "--json"]).code(0).json();
+    assert_eq!(
+        (status["router"]["pid"].as_u64(), status["router"]["epoch"].as_u64()),
+        (Some(leader_pid), Some(first_epoch)),
+        "{status}"
+    );
     let streamed = client.run(&["call", "--stream", "echo", "stream", r#"{"count":3,"interval_ms":1}"#]);
     assert_eq!(streamed.code(0).stdout().lines().count(), 3, "{streamed}");
 
