@@ -33,6 +33,15 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "PATHS")]
     pub(crate) modules_path: Option<String>,
 
+    /// The mesh's directory on etcd instead of the mesh directory alone, for a
+    /// mesh across machines: `etcd://HOST:PORT[,HOST:PORT…]/PREFIX[?ttl=SECONDS]` [env: POLIS_DISCOVERY]
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) discovery: Option<String>,
+
+    /// The file (mode 0600) holding the token of a router's TCP endpoint [env: POLIS_TOKEN_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
     /// More logging on stderr (-v info, -vv debug); POLIS_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -223,6 +232,13 @@ pub(crate) struct RouterArgs {
     /// The largest frame or payload, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polis_mesh::codec::DEFAULT_MAX_FRAME_LEN)]
     pub(crate) max_frame: usize,
+    /// With --discovery etcd://…: serve TCP at ADDR too (HOST:PORT; port 0
+    /// picks one), for frontends on other machines, with --token-file's token
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// The address published for --listen, when it differs (0.0.0.0, NAT)
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    pub(crate) advertise: Option<String>,
     #[command(subcommand)]
     pub(crate) action: Option<RouterAction>,
 }
@@ -321,6 +337,9 @@ pub(crate) fn parse() -> Cli {
     cli.mesh_dir = cli.mesh_dir.or_else(|| var("POLIS_MESH_DIR").map(PathBuf::from));
     cli.modules_path =
         cli.modules_path.or_else(|| var("POLIS_MODULES_PATH").map(|v| v.to_string_lossy().into_owned()));
+    cli.discovery =
+        cli.discovery.or_else(|| var("POLIS_DISCOVERY").map(|v| v.to_string_lossy().into_owned()));
+    cli.token_file = cli.token_file.or_else(|| var("POLIS_TOKEN_FILE").map(PathBuf::from));
     cli
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod log;
 mod ls;
 mod monitor;
 pub(crate) mod new;
+mod remote;
 mod resolve;
 mod router;
 mod rpc;
@@ -38,6 +39,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The one order every frontend follows (polis_discovery::locate).
     let modules_path = polis_discovery::locate::modules_path(cli.modules_path.as_deref());
     let modules_path = modules_path.as_deref();
+    if let Some(address) = remote::address(&cli)? {
+        return remote::run(cli, address, mesh, modules_path).await;
+    }
     match cli.command {
         Command::Attach(args) => attach::run(&mesh, modules_path, args).await,
         Command::Call(args) => call::run(&mesh, modules_path, args).await,

@@ -100,7 +100,7 @@ fn describe(router: Option<&NodeRecord>) -> String {
     }
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
+pub(super) async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

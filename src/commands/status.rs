@@ -11,7 +11,14 @@ use super::rpc;
 use crate::cli::ModuleCommand;
 
 pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCode> {
-    let mut admin = rpc::admin(mesh).await?;
+    status_of(rpc::admin(mesh).await?, json).await
+}
+
+/// `polis status` of the router behind `admin`, wherever it was found.
+pub(super) async fn status_of(
+    mut admin: polis_mesh::pb::admin_client::AdminClient<tonic::transport::Channel>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let status = admin.status(pb::StatusRequest {}).await.map_err(rpc::status)?.into_inner();
     if json {
         say!("{}", status_json(&status))?;

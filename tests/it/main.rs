@@ -4,6 +4,7 @@
 mod calls;
 mod cli;
 mod election;
+mod etcd;
 mod events;
 mod exec;
 mod frames;

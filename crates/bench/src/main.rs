@@ -34,6 +34,7 @@ mod report;
 mod results;
 mod setup;
 mod stats;
+mod tcp;
 mod wasm;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -117,6 +118,13 @@ enum Mode {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+    /// A warm call over the router's TCP endpoint (a mesh on etcd) against
+    /// the same call over router.sock (prints the figures; see src/tcp.rs).
+    Tcp {
+        /// Where polis and polis-echo are [default: target/release].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// One line of progress on stderr.
@@ -144,6 +152,7 @@ fn main() -> ExitCode {
             progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
         }),
         Some(Mode::Wasm { bin_dir }) => wasm::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
+        Some(Mode::Tcp { bin_dir }) => tcp::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
         None => bench(&args),
     };
     match result {

@@ -360,6 +360,12 @@ impl Caller {
         Ok(Self { route: Arc::new(route), name: name.into() })
     }
 
+    /// A caller over a gRPC channel made elsewhere, such as one to a
+    /// router's TCP endpoint (`polis_mesh::tcp::connect_channel`).
+    pub fn from_channel(channel: Channel, name: impl Into<String>) -> Self {
+        Self { route: Arc::new(CallerRoute::Grpc(channel)), name: name.into() }
+    }
+
     async fn route(&self) -> Result<Route, ClientError> {
         match &*self.route {
             CallerRoute::Grpc(channel) => Ok(Route::Grpc(channel.clone())),

@@ -109,6 +109,25 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
+    /// A remote backend (etcd) could not be reached or refused the request:
+    /// no quorum, no member answering, a lease that expired.
+    #[error("UNAVAILABLE: the mesh's {backend} at {at} cannot be reached: {reason}")]
+    Unavailable {
+        /// Which backend, such as "etcd".
+        backend: &'static str,
+        /// Its endpoints, as given.
+        at: String,
+        /// The cause.
+        reason: String,
+    },
+    /// A discovery address (`--discovery`, `POLIS_DISCOVERY`) that does not parse.
+    #[error("INVALID_ARGUMENT: discovery {given:?}: {reason}")]
+    BadAddress {
+        /// The address given.
+        given: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -135,7 +154,11 @@ impl Error {
             | Error::DanglingLink { .. }
             | Error::Link { .. }
             | Error::NotAFile { .. } => true,
-            Error::IdInUse { .. } | Error::Io { .. } | Error::Watch { .. } => false,
+            Error::IdInUse { .. }
+            | Error::Io { .. }
+            | Error::Watch { .. }
+            | Error::Unavailable { .. }
+            | Error::BadAddress { .. } => false,
         }
     }
 

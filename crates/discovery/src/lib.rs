@@ -9,9 +9,11 @@
 //! This crate knows files and locks. It must not speak gRPC or start
 //! processes; it depends on no other polis crate.
 //!
-//! Everything is reached through the [`Discovery`] trait, so that another
-//! implementation (etcd leases, say) can stand in for [`MeshDir`] later.
+//! The directory is reached through the [`Discovery`] trait (blocking, the
+//! directory's own view), and every backend through [`AsyncDiscovery`],
+//! which the etcd backend (`polis-etcd`) implements too.
 
+mod backend;
 mod dir;
 mod election;
 mod error;
@@ -22,6 +24,7 @@ mod nodes;
 mod record;
 mod watch;
 
+pub use backend::{AsyncDiscovery, Office};
 pub use dir::{MeshDir, default_mesh_dir};
 pub use election::{Campaign, Term};
 pub use error::Error;

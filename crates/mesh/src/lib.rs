@@ -14,6 +14,7 @@
 //! - [`codec`]: frames as `u32` big-endian length + protobuf, with a size limit.
 //! - [`preamble`]: the first bytes of a frame session on `router.sock`.
 //! - [`process`]: the one constructor of child-process commands.
+//! - [`tcp`]: the router's TCP endpoint and its token check.
 //! - [`transport`]: listen and connect on a local socket; tell a frame
 //!   session from gRPC by its first bytes.
 //! - [`versions`]: the session protocol versions and features, negotiated.
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod preamble;
 pub mod process;
+pub mod tcp;
 pub mod transport;
 pub mod versions;
 

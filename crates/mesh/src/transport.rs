@@ -32,11 +32,13 @@ pub struct PeerInfo {
     pub pid: Option<u32>,
 }
 
-/// A listening local socket.
+/// A listening local socket, and optionally connections accepted
+/// elsewhere (the router's TCP door) that it hands out with its own.
 #[derive(Debug)]
 pub struct LocalListener {
     inner: Listener,
     path: PathBuf,
+    others: Option<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<LocalConn>>>,
 }
 
 /// Binds a local socket at `path`, readable and writable by its owner only.
@@ -53,7 +55,7 @@ pub fn bind(path: &Path) -> io::Result<LocalListener> {
         options.mode(0o600)
     };
     let inner = options.create_tokio()?;
-    Ok(LocalListener { inner, path: path.to_owned() })
+    Ok(LocalListener { inner, path: path.to_owned(), others: None })
 }
 
 impl LocalListener {
@@ -64,16 +66,33 @@ impl LocalListener {
 
     /// Waits for the next connection.
     pub async fn accept(&self) -> io::Result<LocalConn> {
-        let stream = self.inner.accept().await?;
-        Ok(LocalConn::new(stream))
+        let Some(others) = &self.others else { return Ok(LocalConn::new(self.inner.accept().await?)) };
+        let mut others = others.lock().await;
+        tokio::select! {
+            stream = self.inner.accept() => Ok(LocalConn::new(stream?)),
+            Some(conn) = others.recv() => Ok(conn),
+        }
+    }
+
+    /// Hands out the connections of `others` too, as if accepted here.
+    pub fn with_others(mut self, others: tokio::sync::mpsc::Receiver<LocalConn>) -> Self {
+        self.others = Some(tokio::sync::Mutex::new(others));
+        self
     }
 }
 
-/// One accepted or connected local-socket connection.
+/// One accepted or connected local-socket connection, or a TCP one that
+/// passed the router's token check ([`crate::tcp`]).
 #[derive(Debug)]
 pub struct LocalConn {
-    inner: Stream,
+    inner: Inner,
     peer: PeerInfo,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Local(Stream),
+    Tcp(tokio::net::TcpStream),
 }
 
 impl LocalConn {
@@ -82,7 +101,13 @@ impl LocalConn {
             Ok(creds) => PeerInfo { uid: creds.euid(), pid: creds.pid().and_then(|p| u32::try_from(p).ok()) },
             Err(_) => PeerInfo { uid: None, pid: None },
         };
-        Self { inner, peer }
+        Self { inner: Inner::Local(inner), peer }
+    }
+
+    /// A TCP connection, with the credentials it is taken to have: those
+    /// its token proved (the router's own user), or none on the client side.
+    pub fn tcp(stream: tokio::net::TcpStream, peer: PeerInfo) -> Self {
+        Self { inner: Inner::Tcp(stream), peer }
     }
 
     /// The peer's credentials.
@@ -122,27 +147,37 @@ impl Connected for LocalConn {
     }
 }
 
+/// Calls the same method on whichever stream a [`LocalConn`] holds.
+macro_rules! either {
+    ($inner:expr, $s:ident => $body:expr) => {
+        match $inner {
+            Inner::Local($s) => $body,
+            Inner::Tcp($s) => $body,
+        }
+    };
+}
+
 impl AsyncRead for LocalConn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        either!(&mut self.inner, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for LocalConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        either!(&mut self.inner, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        either!(&mut self.inner, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        either!(&mut self.inner, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -150,11 +185,11 @@ impl AsyncWrite for LocalConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        either!(&mut self.inner, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        either!(&self.inner, s => s.is_write_vectored())
     }
 }
 

@@ -40,6 +40,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`etcd`]: a real etcd cluster on loopback, for a mesh across machines.
 //! - [`mesh`]: the temp mesh, its hermetic environment and its manifests.
 //! - [`process`]: a process running in the background.
 //! - [`run`]: a command run to its end.
@@ -49,6 +50,7 @@
 //! It depends on no polis crate but `polis-discovery`, and never on the code
 //! under test: it runs the binaries.
 
+pub mod etcd;
 pub mod mesh;
 pub mod process;
 pub mod procs;
@@ -57,6 +59,7 @@ pub mod wait;
 
 use std::{ffi::OsStr, time::Duration};
 
+pub use etcd::EtcdCluster;
 pub use mesh::TestMesh;
 pub use process::Process;
 pub use run::Run;

@@ -20,9 +20,11 @@ mod limit;
 mod monitor;
 mod service;
 mod sessions;
+mod tcp;
 mod versions;
 
 pub use sessions::SessionConfig;
+pub use tcp::Remote;
 
 use std::time::Duration;
 
@@ -69,6 +71,20 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// has been stopped and reaped, the router's files are gone, and the office
 /// is free for the next candidate.
 pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken) -> Result<()> {
+    serve_remote(term, config, None, shutdown).await
+}
+
+/// [`serve`], for a router elected through a remote backend (etcd) as
+/// well: it also serves `remote`'s TCP endpoint, takes its epoch and id
+/// from the remote term, and stops taking calls the moment that term is lost.
+pub async fn serve_remote(
+    term: Term,
+    config: RouterConfig,
+    remote: Option<Remote>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let epoch = remote.as_ref().map_or(term.epoch(), |r| r.epoch);
+    let lost = remote.as_ref().map_or_else(CancellationToken::new, |r| r.lost.clone());
     let RouterConfig { host: config, sessions: session_config, successor, hand_over_on_exit } = config;
     let mesh: MeshDir = term.mesh().clone();
     // Before the socket: every connection costs a descriptor.
@@ -78,6 +94,9 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     let listener = transport::bind(&socket).map_err(|source| Error::Bind { path: socket.clone(), source })?;
 
     let mut record = NodeRecord::new(Role::Router, "router");
+    if let Some(remote) = &remote {
+        record.id = remote.id;
+    }
     record.version = env!("CARGO_PKG_VERSION").to_owned();
     record.endpoint = Some(format!("unix:{}", socket.display()));
     // Published as soon as the socket listens, before the services are
@@ -87,7 +106,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     // `term`.
     let node = mesh.publish(&record)?;
     term.publish_router(&record)?;
-    tracing::info!(epoch = term.epoch(), id = %record.id, "router in office at {}", socket.display());
+    tracing::info!(epoch, id = %record.id, "router in office at {}", socket.display());
     // After publishing: on a failover every millisecond before it counts.
     // And right after it, before building the services: the pass judges the
     // records there when this router took office, not those written once
@@ -102,10 +121,10 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
     // modules' frames are held to the frame limit.
     let limit = limit::MessageLimit { max_frame: config.max_frame_len };
     let max_message = limit.max_message().saturating_add(1);
-    let host = Host::new(config, mesh.clone(), RouterIdentity { id: record.id, epoch: term.epoch() });
+    let host = Host::new(config, mesh.clone(), RouterIdentity { id: record.id, epoch });
     let identity = pb::StatusReply {
         router_id: record.id.to_string(),
-        epoch: term.epoch(),
+        epoch,
         pid: record.pid,
         version: record.version.clone(),
         mesh_dir: mesh.root().display().to_string(),
@@ -137,7 +156,7 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         leases: leases.clone(),
         table: std::sync::Arc::new(SessionTable::default()),
         router_id: record.id.to_string(),
-        epoch: term.epoch(),
+        epoch,
         tracker: tasks.clone(),
         leaving: leaving.clone(),
         handover: handover.clone(),
@@ -145,6 +164,17 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
 
     let uid = rustix::process::geteuid().as_raw();
     let check = same_user(uid);
+    let stop_accepting = CancellationToken::new();
+    let listener = match remote {
+        Some(remote) => {
+            let addr = remote.listener.local_addr().ok();
+            let conns = tcp::door(remote.listener, remote.token, uid, stop_accepting.clone())
+                .map_err(|source| Error::Bind { path: format!("tcp:{addr:?}").into(), source })?;
+            tracing::info!("serving TCP at {addr:?} too");
+            listener.with_others(conns)
+        }
+        None => listener,
+    };
     let router_service = RouterServer::new(service::RouterService { host: host.clone(), hub: hub.clone() })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -158,7 +188,6 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         successor,
         log: mesh.logs_dir().join("router.log"),
     });
-    let stop_accepting = CancellationToken::new();
     // One socket, two wires: frame sessions are served at the door, gRPC
     // connections go on to tonic.
     let door = std::sync::Arc::new(frames::FrameDoor { host: host.clone(), hub: hub.clone(), uid });
@@ -183,20 +212,29 @@ pub async fn serve(term: Term, config: RouterConfig, shutdown: CancellationToken
         async move { leases.linger(session_config.linger, shutdown).await }
     });
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        // Before the lease could lapse at etcd (polis-etcd's lease.rs), so
+        // before any other candidate can be elected.
+        () = lost.cancelled() => {
+            tracing::warn!(epoch, "office lost; no more calls");
+            // What waits on `shutdown` (the linger) ends too.
+            shutdown.cancel();
+        }
+    }
     // A hosted router hands over only if other frontends remain: when its
     // host was the last, the modules stop as with any last frontend leaving.
     if hand_over_on_exit && !hub.table.list().is_empty() {
         handover.cancel();
     }
     let handing_over = handover.is_cancelled();
-    tracing::info!(epoch = term.epoch(), handing_over, "router leaving office");
+    tracing::info!(epoch, handing_over, "router leaving office");
     stop_accepting.cancel();
     term.withdraw_record();
     // Before the sessions hear RouterLeaving, so that subscribers can see it.
     host.bus().announce(
         "polis.router.leaving",
-        &serde_json::json!({"router": record.id.to_string(), "pid": record.pid, "epoch": term.epoch(), "handover": handing_over}),
+        &serde_json::json!({"router": record.id.to_string(), "pid": record.pid, "epoch": epoch, "handover": handing_over}),
     );
     leaving.cancel();
     health.set_not_serving::<RouterServer<service::RouterService>>().await;

@@ -1,0 +1,168 @@
+//! A real etcd cluster for tests of a mesh across machines: `n` members of
+//! Debian's `etcd` (3.4; `$POLIS_TEST_ETCD` names another binary) on free
+//! loopback ports, each with a data dir of its own in a temp dir, each a
+//! [`Process`] killed and reaped on drop.
+//!
+//! Raft is tuned for a loopback test (50 ms heartbeats, 500 ms elections),
+//! so that a member's death costs the cluster a fraction of a second.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use crate::{Process, WAIT};
+
+/// One member: its ports, and its process while it runs.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    process: Option<Process>,
+}
+
+/// A running etcd cluster; every member is killed and reaped on drop, and
+/// the temp dir removed.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    tmp: tempfile::TempDir,
+    members: Vec<Member>,
+    started: usize,
+}
+
+/// The etcd binary: `$POLIS_TEST_ETCD`, else `etcd` on `PATH`.
+fn binary() -> PathBuf {
+    std::env::var_os("POLIS_TEST_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+}
+
+/// `n` distinct ports free now on loopback: the kernel's picks, all held
+/// until every one is picked (so none repeats), then released for etcd.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().expect("its address").port()).collect()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster has a leader.
+    #[track_caller]
+    pub fn start(n: usize) -> Self {
+        let tmp = tempfile::Builder::new().prefix("etcd").tempdir_in("/tmp").expect("a temp dir");
+        let ports = free_ports(2 * n);
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: ports[2 * i],
+                peer: ports[2 * i + 1],
+                process: None,
+            })
+            .collect();
+        let mut cluster = Self { tmp, members, started: 0 };
+        for i in 0..n {
+            cluster.start_member(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// `HOST:PORT,…` of every member's client endpoint.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The discovery URL of a mesh under `prefix` with leases of `ttl` seconds.
+    pub fn url(&self, prefix: &str, ttl: u64) -> String {
+        format!("etcd://{}/{prefix}?ttl={ttl}", self.endpoints())
+    }
+
+    /// The temp dir holding the members' data dirs and logs.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let member = &self.members[i];
+        let data = self.tmp.path().join(&member.name);
+        let client = format!("http://127.0.0.1:{}", member.client);
+        let peer = format!("http://127.0.0.1:{}", member.peer);
+        let mut cmd = crate::command(binary());
+        cmd.arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-token", "polis-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .stdin(Stdio::null());
+        // A restarted member finds its data dir, and with it the cluster.
+        self.started += 1;
+        let log = self.tmp.path().join(format!("{}.{}.log", member.name, self.started));
+        let process = Process::start(cmd, log, self.tmp.path().to_owned());
+        self.members[i].process = Some(process);
+    }
+
+    /// Kills member `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].process.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts member `i` again, on its data dir.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].process.is_none(), "member {i} runs already");
+        self.start_member(i);
+    }
+
+    /// Whether member `i` answers `/health` with a leader in the cluster.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        health(self.members[i].client)
+    }
+
+    /// Waits within [`WAIT`] until every running member reports health.
+    #[track_caller]
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let running: Vec<usize> =
+                (0..self.members.len()).filter(|&i| self.members[i].process.is_some()).collect();
+            if running.iter().all(|&i| self.is_healthy(i)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter_mut()
+                    .filter_map(|m| m.process.as_mut().map(Process::describe))
+                    .collect();
+                panic!("the etcd cluster did not become healthy within {WAIT:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// GET /health on a member's client port: `{"health":"true"}` once it sees a leader.
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.contains("\"health\":\"true\"")
+}

@@ -1,0 +1,337 @@
+//! The commands on a mesh whose directory is etcd (`--discovery
+//! etcd://…`, `POLIS_DISCOVERY`): the router campaigns through etcd and
+//! serves TCP with the mesh's token besides its local socket; frontends
+//! find it through etcd and call it over TCP. The local mesh directory
+//! still holds what is this machine's: the router's local socket, its
+//! modules' records and the logs.
+
+use std::{process::ExitCode, time::Duration};
+
+use polis_discovery::{AsyncDiscovery, Campaign, Discovery, MeshDir, NodeRecord, Office, Role};
+use polis_etcd::{Address, Etcd};
+use polis_mesh::tcp::Token;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::{CallArgs, Cli, Command, RouterArgs},
+    exit::{Failure, NOT_FOUND, REFUSED, UNAVAILABLE, USAGE},
+};
+
+/// How long a frontend keeps looking for a router that answers: through a
+/// failover, until the dead router's lease has lapsed and another is elected.
+const FIND_WINDOW: Duration = Duration::from_secs(15);
+
+/// The etcd address the command line or `POLIS_DISCOVERY` gives; `None`
+/// for the mesh directory alone (unset, empty or `dir`).
+pub(super) fn address(cli: &Cli) -> anyhow::Result<Option<Address>> {
+    match cli.discovery.as_deref() {
+        None | Some("" | "dir") => Ok(None),
+        Some(url) => url
+            .parse()
+            .map(Some)
+            .map_err(|e: polis_discovery::Error| Failure::new(USAGE, e.to_string()).into()),
+    }
+}
+
+pub(super) async fn run(
+    cli: Cli,
+    address: Address,
+    mesh: MeshDir,
+    modules_path: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let token = || token(&cli);
+    match &cli.command {
+        Command::Router(args) => router(mesh, modules_path, args, address, token()?).await,
+        Command::Call(args) => call(&address, token()?, args).await,
+        Command::Status(args) => {
+            let channel = router_channel(&address, &token()?, true).await?;
+            super::status::status_of(polis_mesh::pb::admin_client::AdminClient::new(channel), args.json).await
+        }
+        Command::Resolve { name } => {
+            let etcd = connect(&address).await?;
+            match etcd.resolve(name).await.map_err(unavailable)? {
+                Some(record) => say!("{}", record.to_json())?,
+                None => {
+                    return Err(Failure::new(
+                        NOT_FOUND,
+                        format!(
+                            "no live node serves {name:?} in the mesh at etcd {}{}",
+                            address.members(),
+                            address.prefix
+                        ),
+                    )
+                    .into());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls(args) => {
+            let etcd = connect(&address).await?;
+            let listing = etcd.list().await.map_err(unavailable)?;
+            let router = etcd.current_router().await.map_err(unavailable)?;
+            if args.json {
+                say!(
+                    "{}",
+                    serde_json::json!({"discovery": format!("etcd://{}{}", address.members(), address.prefix), "router": router, "nodes": listing.nodes})
+                )?;
+            } else {
+                match &router {
+                    Some(r) => say!(
+                        "router pid {}, epoch {}, {}",
+                        r.pid,
+                        r.epoch.unwrap_or(0),
+                        r.endpoint.as_deref().unwrap_or("-")
+                    )?,
+                    None => say!("router none")?,
+                }
+                for n in &listing.nodes {
+                    say!(
+                        "{:<9} {:<16} {:>8}  {}  {}",
+                        n.role.to_string(),
+                        n.name,
+                        n.pid,
+                        n.id,
+                        n.endpoint.as_deref().unwrap_or("-")
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Failure::new(
+            USAGE,
+            "this command does not work with --discovery etcd yet (router, call, status, resolve and ls do); \
+             run it on the router's machine without --discovery",
+        )
+        .into()),
+    }
+}
+
+/// The token of `--token-file` / `POLIS_TOKEN_FILE`, which a mesh on etcd needs.
+fn token(cli: &Cli) -> anyhow::Result<Token> {
+    let Some(path) = &cli.token_file else {
+        return Err(Failure::new(
+            REFUSED,
+            "UNAUTHENTICATED: a mesh on etcd is reached over TCP with its token: give --token-file FILE \
+             or POLIS_TOKEN_FILE (a file of mode 0600 holding one line)",
+        )
+        .into());
+    };
+    Token::read(path).map_err(|e| Failure::new(REFUSED, e.to_string()).into())
+}
+
+async fn connect(address: &Address) -> anyhow::Result<Etcd> {
+    Etcd::connect(address.clone()).await.map_err(unavailable)
+}
+
+fn unavailable(error: polis_discovery::Error) -> anyhow::Error {
+    Failure::new(UNAVAILABLE, error.to_string()).into()
+}
+
+/// `polis router` on etcd: the local office first (one router per mesh
+/// directory), then the TCP endpoint, then etcd's election, waiting (and
+/// retrying while etcd is out of reach) until elected.
+async fn router(
+    mesh: MeshDir,
+    modules_path: Option<&str>,
+    args: &RouterArgs,
+    address: Address,
+    token: Token,
+) -> anyhow::Result<ExitCode> {
+    let Some(listen) = &args.listen else {
+        return Err(Failure::new(
+            USAGE,
+            "a router on etcd needs --listen HOST:PORT for frontends on other machines",
+        )
+        .into());
+    };
+    let Campaign::Won(term) = Discovery::campaign(&mesh)? else {
+        say!("a router already runs for the mesh directory {}", mesh.root().display())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Failure::new(UNAVAILABLE, format!("UNAVAILABLE: cannot listen on {listen}: {e}")))?;
+    let advertised = match &args.advertise {
+        Some(a) => a.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
+    let mut record = NodeRecord::new(Role::Router, "router");
+    record.version = env!("CARGO_PKG_VERSION").to_owned();
+    record.endpoint = Some(format!("tcp:{advertised}"));
+
+    let shutdown = CancellationToken::new();
+    // Told apart from the office being lost, which cancels `shutdown` too.
+    let signalled = CancellationToken::new();
+    let signals = tokio::spawn({
+        let (signalled, shutdown) = (signalled.clone(), shutdown.clone());
+        async move {
+            super::router::cancel_on_signal(signalled).await;
+            shutdown.cancel();
+        }
+    });
+    let elected = tokio::select! {
+        elected = elect(&address, &record) => elected,
+        () = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+    };
+    let (etcd, office, _node) = elected;
+    let lost = office.lost();
+    say!("router in office through etcd: epoch {}, tcp:{advertised}", office.epoch())?;
+
+    let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
+    host.grace = args.grace;
+    host.max_frame_len = args.max_frame;
+    let sessions = polis_node::router::SessionConfig {
+        // A router on etcd is a service of the mesh: it stays unless told.
+        linger: args.linger.unwrap_or(crate::cli::NEVER),
+        keepalive_interval: args.keepalive_interval,
+        keepalive_timeout: args.keepalive_timeout,
+    };
+    let config =
+        polis_node::router::RouterConfig { host, sessions, successor: None, hand_over_on_exit: false };
+    let remote = polis_node::router::Remote {
+        listener,
+        token,
+        epoch: office.epoch(),
+        lost: lost.clone(),
+        id: record.id,
+    };
+    let served = polis_node::router::serve_remote(term, config, Some(remote), shutdown.clone()).await;
+    signals.abort();
+    let was_lost = lost.is_cancelled() && !signalled.is_cancelled();
+    office.resign().await;
+    etcd.close().await;
+    served?;
+    if was_lost {
+        return Err(Failure::new(
+            UNAVAILABLE,
+            format!(
+                "UNAVAILABLE: lost the router office: etcd at {} did not renew the lease in time",
+                address.members()
+            ),
+        )
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects and campaigns until elected, riding out an etcd without
+/// quorum. One connection, and so one lease, for every try: a campaign
+/// that failed leaves its key under that lease, and the next try takes
+/// the same place in the queue rather than leaving a ghost ahead of it.
+async fn elect(
+    address: &Address,
+    record: &NodeRecord,
+) -> (Etcd, polis_etcd::EtcdTerm, polis_etcd::EtcdGuard) {
+    let mut backoff = Duration::from_millis(100);
+    let mut etcd = None;
+    loop {
+        let attempt = async {
+            let etcd = match &etcd {
+                Some(etcd) => etcd,
+                None => etcd.insert(Etcd::connect(address.clone()).await?),
+            };
+            let office = etcd.campaign(record).await?;
+            let node = etcd.publish(record).await?;
+            Ok::<_, polis_discovery::Error>((office, node))
+        };
+        match attempt.await {
+            Ok((office, node)) => return (etcd.expect("connected above"), office, node),
+            Err(e) => {
+                tracing::warn!("campaigning through etcd: {e}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// `polis call` on etcd: the router in office, over TCP with the token; a
+/// router that does not answer (dead, its lease not lapsed yet) is looked
+/// up again until another is elected or the window is over.
+async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let payload = match &args.params {
+        Some(text) => {
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
+                return Err(Failure::new(USAGE, format!("the params are not JSON ({e})")).into());
+            }
+            bytes::Bytes::from(text.clone())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let channel = router_channel(address, &token, args.no_launch).await?;
+    let name = format!("polis-cli/{}", std::process::id());
+    let caller = polis_client::Caller::from_channel(channel, name);
+    let print =
+        |data: &[u8]| say!("{}", if data.is_empty() { "null".into() } else { String::from_utf8_lossy(data) });
+    if args.stream {
+        let mut items = caller
+            .call_stream(&args.service, &args.method, payload, args.timeout)
+            .await
+            .map_err(super::rpc::failure)?;
+        while let Some(item) = items.next_payload().await {
+            print(&item.map_err(super::rpc::failure)?)?;
+        }
+    } else {
+        let options = polis_client::CallOptions { timeout: args.timeout, idempotent: false };
+        let reply =
+            caller.call(&args.service, &args.method, payload, options).await.map_err(super::rpc::failure)?;
+        print(&reply)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The innermost cause's text: a connector's own error, under tonic's
+/// "transport error".
+fn deepest(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A channel to the router in office, over TCP with the token; a router
+/// that does not answer (dead, its lease not lapsed yet) is looked up again
+/// until another is elected or the window is over (`once`: one look).
+async fn router_channel(
+    address: &Address,
+    token: &Token,
+    once: bool,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let etcd = connect(address).await?;
+    let deadline = tokio::time::Instant::now() + FIND_WINDOW;
+    Ok(loop {
+        let why = match etcd.current_router().await.map_err(unavailable)? {
+            None => {
+                format!("no router is in office in the mesh at etcd {}{}", address.members(), address.prefix)
+            }
+            Some(router) => {
+                let endpoint = router.endpoint.clone().unwrap_or_default();
+                let Some(addr) = endpoint.strip_prefix("tcp:") else {
+                    return Err(Failure::new(
+                        UNAVAILABLE,
+                        format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp:"),
+                    )
+                    .into());
+                };
+                match polis_mesh::tcp::connect_channel(addr, token).await {
+                    Ok(channel) => break channel,
+                    Err(e) => {
+                        let why = deepest(&e);
+                        if why.starts_with("UNAUTHENTICATED") {
+                            return Err(Failure::new(REFUSED, format!("{why} (router at {endpoint})")).into());
+                        }
+                        format!(
+                            "cannot connect to the router at {endpoint} (epoch {}): {why}",
+                            router.epoch.unwrap_or(0)
+                        )
+                    }
+                }
+            }
+        };
+        if once || tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(UNAVAILABLE, format!("UNAVAILABLE: {why}")).into());
+        }
+        tracing::debug!("{why}; looking again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+}
