@@ -10,6 +10,7 @@ pub(crate) mod log;
 mod ls;
 mod monitor;
 pub(crate) mod new;
+#[cfg(feature = "etcd")]
 mod remote;
 mod resolve;
 mod router;
@@ -39,8 +40,20 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The one order every frontend follows (polis_discovery::locate).
     let modules_path = polis_discovery::locate::modules_path(cli.modules_path.as_deref());
     let modules_path = modules_path.as_deref();
+    #[cfg(feature = "etcd")]
     if let Some(address) = remote::address(&cli)? {
         return remote::run(cli, address, mesh, modules_path).await;
+    }
+    #[cfg(not(feature = "etcd"))]
+    if let Some(url) = cli.discovery.as_deref().filter(|url| !matches!(*url, "" | "dir")) {
+        return Err(Failure::new(
+            crate::exit::USAGE,
+            format!(
+                "--discovery {url}: this polis was built without etcd; build it with \
+                 `cargo build --features etcd` (which needs protoc)"
+            ),
+        )
+        .into());
     }
     match cli.command {
         Command::Attach(args) => attach::run(&mesh, modules_path, args).await,

@@ -4,6 +4,8 @@
 mod calls;
 mod cli;
 mod election;
+// The mesh on etcd: built with the `etcd` feature (CI's test command has it).
+#[cfg(feature = "etcd")]
 mod etcd;
 mod events;
 mod exec;

@@ -2,6 +2,7 @@
 //! on etcd, token preamble, loopback) against the same call over
 //! `router.sock`, on one router: the cost of the wire alone. Starts a
 //! one-member etcd (`polis_testing::EtcdCluster`) and prints the figures.
+//! The polis in `--bin-dir` must be built with `--features etcd`.
 
 use std::{path::Path, time::Instant};
 
