@@ -4,7 +4,7 @@
 # Measures, RUNS times each, from the leader's SIGKILL (and from a clean
 # SIGTERM, which resigns) to the first successful `polis call echo ping`,
 # which looks the router up again until one answers. Lease TTL: $TTL s.
-#   bench/etcd-failover.sh [RUNS]   (after `cargo build`)
+#   bench/etcd-failover.sh [RUNS]   (after `cargo build --features etcd`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5} TTL=${TTL:-2}
