@@ -384,7 +384,9 @@ fn an_update_while_calls_are_in_flight_fails_no_call_and_the_new_version_answers
     let installed = mesh.run(&["module", "install", src.to_str().unwrap()]).code(0).stdout();
     assert!(installed.starts_with("installed peer 1.0.0 in "), "{installed}");
 
-    let router = mesh.start_router(&[]);
+    // A grace of 10 ms: a module stopped with calls in flight would be
+    // killed at once, failing them; only the drain lets them finish.
+    let router = mesh.start_router(&["--grace", "10ms"]);
     assert_eq!(mesh.run(&["call", "peer", "version"]).code(0).json(), "1.0.0");
     let old = module_status(&mesh, "peer")["pid"].as_u64().expect("peer runs") as u32;
     // Four calls held in the module (sent or queued) until data/release exists.
