@@ -7,9 +7,12 @@
 //! destination, checks that the copy loads as a manifest there (so a
 //! relative `exec` that pointed outside DIR is caught now, not at the first
 //! call), and then puts it in place with one rename, or one atomic exchange
-//! when an older copy is there. A module running from the files it would
-//! replace is refused unless `--force`, which unloads it first; it loads
-//! again from the new files on the next call.
+//! when an older copy is there. A module running from the files it
+//! replaces is then replaced by the router (`Admin.ReplaceModule`): new
+//! calls wait while it answers its calls in flight, then it stops and the
+//! new version starts, with no failed call and no router restart.
+//! `--force` stops it at once instead, before the files change (its calls
+//! in flight fail); it loads again from the new files on the next call.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,7 +30,8 @@ use crate::exit::{Failure, NOT_FOUND, USAGE};
 pub(crate) struct InstallArgs {
     /// The module's directory (with its module.toml); its name is the module's
     dir: PathBuf,
-    /// Replace the module even while it runs: it is stopped first
+    /// Stop a running copy at once, failing its calls in flight, rather
+    /// than replacing it once they are answered
     #[arg(long)]
     force: bool,
 }
@@ -58,23 +62,15 @@ pub(crate) async fn install(mesh: &MeshDir, args: &InstallArgs) -> anyhow::Resul
         )
     })?;
 
+    let mut replace = None;
     if dest.exists() {
         if let Some(running) = running_from(mesh, &manifest.name, &dest).await? {
-            if !args.force {
-                return Err(Failure::new(
-                    crate::exit::REMOTE,
-                    format!(
-                        "FAILED_PRECONDITION: module {} is running from {} (pid {}); pass --force to stop \
-                         it and replace its files",
-                        manifest.name,
-                        dest.display(),
-                        running.pid
-                    ),
-                )
-                .into());
+            if args.force {
+                unload(mesh, &manifest.name).await?;
+                eprintln!("stopped {} (pid {})", manifest.name, running.pid);
+            } else {
+                replace = Some(running);
             }
-            unload(mesh, &manifest.name).await?;
-            eprintln!("stopped {} (pid {})", manifest.name, running.pid);
         }
         exchange(&staging, &dest)?;
     } else {
@@ -82,6 +78,19 @@ pub(crate) async fn install(mesh: &MeshDir, args: &InstallArgs) -> anyhow::Resul
             .with_context(|| format!("cannot move {} to {}", staging.display(), dest.display()))?;
     }
     say!("installed {} {} in {}", copy.name, copy.version, dest.display())?;
+    if let Some(old) = replace {
+        let mut admin = super::rpc::admin(mesh).await?;
+        let request = pb::ModuleRequest { name: copy.name.clone() };
+        let new = admin.replace_module(request).await.map_err(|s| {
+            eprintln!("{} is installed, but its new version did not start:", copy.name);
+            super::rpc::status(s)
+        })?;
+        let new = new.into_inner();
+        eprintln!(
+            "replaced {} {} (pid {}) with {} (pid {}) once its calls in flight were answered",
+            copy.name, old.version, old.pid, new.version, new.pid
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,25 +60,30 @@ fn a_python_skeleton_passes_its_test_installs_runs_and_is_removed() {
     assert_eq!(hello.code(0).stdout().trim(), "\"hello, polis\"");
     let pid = module_info(&mesh, &["status", "--json"], "demo")["pid"].as_u64().expect("demo runs") as u32;
 
-    // A new version while the old one runs: refused, files untouched.
+    // A new version while the old one runs replaces it (after its calls in
+    // flight: tests/it/wasm.rs has the test with calls in flight).
     let manifest = src.join("module.toml");
-    let text =
-        std::fs::read_to_string(&manifest).unwrap().replace("greeting = \"hello\"", "greeting = \"hi\"");
-    std::fs::write(&manifest, text).unwrap();
-    let refused = mesh.run(&["module", "install", src.to_str().unwrap()]);
-    refused.code(1);
-    let line = refused.error_line();
-    assert!(line.starts_with("error: FAILED_PRECONDITION: module demo is running from"), "{line}");
-    assert!(line.contains("--force"), "{line}");
-    assert!(std::fs::read_to_string(dest.join("module.toml")).unwrap().contains("\"hello\""));
-    assert!(is_running(pid), "the running module was left alone");
-
-    // --force stops it, swaps the files, and the next call starts the new one.
-    mesh.run(&["module", "install", "--force", src.to_str().unwrap()]).code(0);
+    let greet = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&manifest).unwrap().replace(from, to);
+        std::fs::write(&manifest, text).unwrap();
+    };
+    greet("greeting = \"hello\"", "greeting = \"hi\"");
+    let replaced = mesh.run(&["module", "install", src.to_str().unwrap()]);
+    assert!(replaced.code(0).stderr().contains(&format!("replaced demo 0.1.0 (pid {pid})")), "{replaced}");
     assert!(std::fs::read_to_string(dest.join("module.toml")).unwrap().contains("\"hi\""));
-    mesh.wait_for("the old demo to exit", || (!is_running(pid)).then_some(()));
+    assert!(!is_running(pid), "the old demo was stopped before the install returned");
     let hello = mesh.run(&["call", "demo", "hello", r#"{"name":"polis"}"#]);
     assert_eq!(hello.code(0).stdout().trim(), "\"hi, polis\"");
+    let pid = module_info(&mesh, &["status", "--json"], "demo")["pid"].as_u64().expect("demo runs") as u32;
+
+    // --force stops it at once, swaps the files, and the next call starts the new one.
+    greet("greeting = \"hi\"", "greeting = \"hey\"");
+    let forced = mesh.run(&["module", "install", "--force", src.to_str().unwrap()]);
+    assert!(forced.code(0).stderr().contains(&format!("stopped demo (pid {pid})")), "{forced}");
+    assert!(std::fs::read_to_string(dest.join("module.toml")).unwrap().contains("\"hey\""));
+    mesh.wait_for("the old demo to exit", || (!is_running(pid)).then_some(()));
+    let hello = mesh.run(&["call", "demo", "hello", r#"{"name":"polis"}"#]);
+    assert_eq!(hello.code(0).stdout().trim(), "\"hey, polis\"");
     let pid = module_info(&mesh, &["status", "--json"], "demo")["pid"].as_u64().expect("demo runs") as u32;
 
     // Remove stops it first, and then it is gone from the search path.

@@ -200,6 +200,11 @@ impl Instance {
         self.closed.is_cancelled()
     }
 
+    /// How many calls to it are in flight (sent or queued, not answered).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
     /// Waits until the link is over and the process reaped; then says how it ended.
     pub(crate) async fn closed(&self) -> Exit {
         self.closed.cancelled().await;

@@ -13,6 +13,8 @@
 //! - `supervise` and `restart`: what happens when an instance ends; the
 //!   restart budget and backoff as a pure policy.
 //! - `stop`: unload one module; release or shut down them all.
+//! - `replace`: a running module replaced by its new files once its calls
+//!   in flight are answered (a module-level drain).
 //! - `instance`: one running module; `link` and `jsonrpc`: its wire;
 //!   `spawn`: the one place its process is started, behind a seam for tests.
 //! - `outgoing`: a module's own calls to other services, routed like a
@@ -31,6 +33,7 @@ mod load;
 mod methods;
 mod outgoing;
 mod registry;
+mod replace;
 mod restart;
 mod search;
 mod spawn;

@@ -32,6 +32,9 @@ pub(super) struct EntryState {
     pub(super) last_error: Option<String>,
     /// Calls served by earlier instances.
     pub(super) past_calls: u64,
+    /// An instance being replaced (`replace`): out of `instance`, so that
+    /// no new call reaches it, while it answers the calls it has.
+    pub(super) draining: Option<Arc<Instance>>,
 }
 
 /// A module as `polis status` shows it.
@@ -68,7 +71,15 @@ impl Host {
 
     pub(super) fn instances(&self) -> Vec<Arc<Instance>> {
         let entries: Vec<Arc<Entry>> = self.entries.lock().expect("entries lock").values().cloned().collect();
-        entries.iter().filter_map(|e| e.state.lock().expect("state lock").instance.clone()).collect()
+        // A draining instance too: the router's end stops it like the rest.
+        entries
+            .iter()
+            .flat_map(|e| {
+                let state = e.state.lock().expect("state lock");
+                [state.instance.clone(), state.draining.clone()]
+            })
+            .flatten()
+            .collect()
     }
 
     /// Every module known: loaded ones, and those available on the search path.
@@ -116,12 +127,15 @@ impl Host {
     }
 
     pub(super) fn info(&self, entry: &Entry, state: &EntryState) -> pb::ModuleInfo {
+        let draining = state.draining.as_ref().filter(|i| !i.is_closed());
         let live = state.instance.as_ref().filter(|i| !i.is_closed());
-        let state_name = match (live, &state.failed) {
-            (Some(_), _) => "running",
-            (None, Some(_)) => "failed",
-            (None, None) => "available",
+        let state_name = match (live, draining, &state.failed) {
+            (Some(_), _, _) => "running",
+            (None, Some(_), _) => "stopping",
+            (None, None, Some(_)) => "failed",
+            (None, None, None) => "available",
         };
+        let live = live.or(draining);
         let calls = state.past_calls + live.map_or(0, |i| i.calls.load(Ordering::Relaxed));
         let mut info = module_info(&entry.name, state_name);
         info.version = live

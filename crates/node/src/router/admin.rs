@@ -148,6 +148,13 @@ impl Admin for AdminService {
         Ok(Response::new(pb::AddModulePathReply { added: text(&added), dirs }))
     }
 
+    async fn replace_module(
+        &self,
+        request: Request<pb::ModuleRequest>,
+    ) -> Result<Response<pb::ModuleInfo>, Status> {
+        Ok(Response::new(self.host.replace(&request.into_inner().name).await?))
+    }
+
     async fn stop(&self, _: Request<pb::StopRequest>) -> Result<Response<pb::StopReply>, Status> {
         tracing::info!("stop requested");
         self.shutdown.cancel();
