@@ -15,6 +15,8 @@ pub(crate) mod calls;
 mod conns;
 mod events;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 mod limit;
 mod monitor;
