@@ -84,6 +84,26 @@ class Failure(Exception):
         self.message = message
 
 
+# The gRPC-style code of an error line whose message names none, by exit
+# code, as `polis` picks it (src/exit.rs).
+CODE_OF_EXIT = {
+    EXIT_USAGE: "INVALID_ARGUMENT",
+    EXIT_NOT_FOUND: "NOT_FOUND",
+    EXIT_UNAVAILABLE: "UNAVAILABLE",
+}
+
+
+def error_line(exit_code, message):
+    """`error: CODE: message` on one line: a message that starts with its
+    code (a status from the router) keeps it; any other gets its exit
+    code's, so that every error line reads the same way."""
+    message = message.replace("\n", " ")
+    head, sep, _ = message.partition(": ")
+    if sep and len(head) > 2 and all(c.isupper() or c == "_" for c in head):
+        return "error: " + message
+    return "error: {}: {}".format(CODE_OF_EXIT.get(exit_code, "INTERNAL"), message)
+
+
 def warn(message):
     print("warning: " + message, file=sys.stderr)
 
@@ -124,12 +144,14 @@ def check_mesh_dir(mesh_dir):
     if st.st_uid != os.geteuid():
         raise Failure(
             EXIT_REMOTE,
-            "the mesh directory {} belongs to uid {}, not to you".format(mesh_dir, st.st_uid),
+            "FAILED_PRECONDITION: the mesh directory {} belongs to uid {}, not to you".format(
+                mesh_dir, st.st_uid
+            ),
         )
     if st.st_mode & 0o022:
         raise Failure(
             EXIT_REMOTE,
-            "the mesh directory {} is writable by others (mode {:o}); refusing to use it".format(
+            "FAILED_PRECONDITION: the mesh directory {} is writable by others (mode {:o}); refusing to use it".format(
                 mesh_dir, st.st_mode & 0o777
             ),
         )
@@ -287,7 +309,7 @@ def load_stubs(proto_dir):
     except ImportError:
         raise Failure(
             EXIT_REMOTE,
-            "grpcio-tools is not installed; run: python3 -m pip install grpcio-tools",
+            "FAILED_PRECONDITION: grpcio-tools is not installed; run: python3 -m pip install grpcio-tools",
         ) from None
     proto_dir = Path(proto_dir)
     missing = [f for f in PROTO_FILES if not (proto_dir / f).is_file()]
@@ -403,7 +425,7 @@ def health(mesh_dir, service, timeout_s):
     except ImportError:
         raise Failure(
             EXIT_REMOTE,
-            "grpcio-health-checking is not installed; run: python3 -m pip install grpcio-health-checking",
+            "FAILED_PRECONDITION: grpcio-health-checking is not installed; run: python3 -m pip install grpcio-health-checking",
         ) from None
 
     socket_path = router_socket(mesh_dir)
@@ -428,7 +450,7 @@ def list_services(mesh_dir):
     except ImportError:
         raise Failure(
             EXIT_REMOTE,
-            "grpcio-reflection is not installed; run: python3 -m pip install grpcio-reflection",
+            "FAILED_PRECONDITION: grpcio-reflection is not installed; run: python3 -m pip install grpcio-reflection",
         ) from None
     socket_path = router_socket(mesh_dir)
     with open_channel(socket_path) as channel:
@@ -507,7 +529,7 @@ def main(argv=None):
         if grpc is None:
             raise Failure(
                 EXIT_REMOTE,
-                "grpcio is not installed; run: python3 -m pip install grpcio grpcio-tools",
+                "FAILED_PRECONDITION: grpcio is not installed; run: python3 -m pip install grpcio grpcio-tools",
             )
         if args.list:
             return list_services(mesh_dir)
@@ -526,7 +548,7 @@ def main(argv=None):
             params = args.words[2].encode("utf-8")
         return call(mesh_dir, args.proto_dir, service, method, params, args.stream, args.timeout)
     except Failure as f:
-        print("error: " + f.message.replace("\n", " "), file=sys.stderr)
+        print(error_line(f.code, f.message), file=sys.stderr)
         return f.code
     except KeyboardInterrupt:
         return 130

@@ -271,7 +271,8 @@ async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Resul
             print(&item.map_err(super::rpc::failure)?)?;
         }
     } else {
-        let options = polis_client::CallOptions { timeout: args.timeout, idempotent: false, unary_only: true };
+        let options =
+            polis_client::CallOptions { timeout: args.timeout, idempotent: false, unary_only: true };
         let reply =
             caller.call(&args.service, &args.method, payload, options).await.map_err(super::rpc::failure)?;
         print(&reply)?;

@@ -119,11 +119,28 @@ fn a_script_with_no_router_exits_4() {
     let run = script(&mesh, &["echo", "ping"]);
     run.code(4);
     let want = format!(
-        "error: no router is running in the mesh at {}; start one with polis router",
+        "error: UNAVAILABLE: no router is running in the mesh at {}; start one with polis router",
         mesh.dir.display()
     );
     assert_eq!(run.error_line(), want, "{run}");
     assert_eq!(run.stdout(), "", "{run}");
+}
+
+/// A refusal of the script's own, not the router's, names its code too.
+#[test]
+fn a_script_refuses_a_mesh_dir_others_can_write_with_a_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let mesh = mesh();
+    std::fs::create_dir_all(&mesh.dir).unwrap();
+    std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let run = script(&mesh, &["echo", "ping"]);
+    run.code(1);
+    let want = format!(
+        "error: FAILED_PRECONDITION: the mesh directory {} is writable by others",
+        mesh.dir.display()
+    );
+    assert!(run.error_line().starts_with(&want), "{run}");
+    std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 #[test]
@@ -134,7 +151,10 @@ fn a_script_ignores_the_record_of_a_killed_router() {
     assert!(mesh.dir.join("router.json").exists(), "router.json is left behind\n{}", listing(&mesh.dir));
     let run = script(&mesh, &["echo", "ping"]);
     run.code(4);
-    assert!(run.error_line().starts_with("error: no router is running in the mesh at "), "{run}");
+    assert!(
+        run.error_line().starts_with("error: UNAVAILABLE: no router is running in the mesh at "),
+        "{run}"
+    );
 
     let resolve = script(&mesh, &["--resolve", "router"]);
     resolve.code(3);
@@ -170,7 +190,7 @@ fn the_script_resolves_names_like_polis_resolve() {
 
     let nobody = script(&mesh, &["--resolve", "nosuch"]);
     nobody.code(3);
-    assert!(nobody.error_line().starts_with("error: no live node serves \"nosuch\""), "{nobody}");
+    assert!(nobody.error_line().starts_with("error: NOT_FOUND: no live node serves \"nosuch\""), "{nobody}");
 
     // An unreadable record is skipped with a warning, never a crash.
     std::fs::write(mesh.dir.join("nodes").join(format!("{}.json", uuid::Uuid::new_v4())), "{\"format\":1,")

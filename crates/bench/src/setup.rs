@@ -79,7 +79,10 @@ pub(crate) fn polis(build: bool) -> anyhow::Result<Polis> {
                 .arg(&target),
         )?;
     }
-    let release = target.join("release");
+    // Beside this binary when it runs from another profile with
+    // `--no-build` (a debug bench measures the debug binaries, for ratios).
+    let beside = std::env::current_exe()?.parent().map(Path::to_owned).filter(|_| !build);
+    let release = beside.unwrap_or_else(|| target.join("release"));
     let found = |name: &str| -> anyhow::Result<PathBuf> {
         let path = release.join(name);
         anyhow::ensure!(path.is_file(), "{} is missing: run `cargo build --release` first", path.display());

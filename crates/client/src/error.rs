@@ -21,8 +21,8 @@ pub enum ClientError {
     /// A payload was not JSON.
     #[error("INTERNAL: the reply is not JSON: {0}")]
     Json(#[from] serde_json::Error),
-    /// The mesh directory failed.
-    #[error(transparent)]
+    /// The mesh directory failed: `FAILED_PRECONDITION: …`.
+    #[error("FAILED_PRECONDITION: {0}")]
     Discovery(#[from] polis_discovery::Error),
 }
 
@@ -38,6 +38,7 @@ impl ClientError {
     pub fn code(&self) -> Code {
         match self {
             ClientError::Call(status) => status.code(),
+            ClientError::Connect(ConnectError::Discovery(_)) => Code::FailedPrecondition,
             ClientError::Connect(_) => Code::Unavailable,
             ClientError::Json(_) => Code::Internal,
             ClientError::Discovery(_) => Code::FailedPrecondition,
@@ -75,7 +76,8 @@ pub(crate) fn from_transport(status: Status) -> Status {
 
 fn connect_line(err: &ConnectError) -> String {
     match err {
-        ConnectError::Discovery(e) => e.to_string(),
+        // A refused mesh directory is the setup's fault, not the router's.
+        ConnectError::Discovery(e) => format!("FAILED_PRECONDITION: {e}"),
         other => format!("UNAVAILABLE: {other}"),
     }
 }
@@ -85,6 +87,21 @@ pub use polis_mesh::code_name;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_mesh_directory_names_its_code() {
+        let refused = || polis_discovery::Error::NotADirectory { path: "/tmp/a-file".into() };
+        for err in
+            [ClientError::Discovery(refused()), ClientError::Connect(ConnectError::Discovery(refused()))]
+        {
+            assert_eq!(err.code(), Code::FailedPrecondition);
+            let text = err.to_string();
+            assert!(
+                text.starts_with("FAILED_PRECONDITION: mesh directory /tmp/a-file is not a directory"),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn a_status_the_router_sent_keeps_its_code_and_message() {

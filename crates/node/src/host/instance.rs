@@ -497,6 +497,9 @@ fn cancel(id: u64) -> Frame {
     Frame { kind: Some(Kind::Cancel(pb::Cancel { id })) }
 }
 
+/// Frames the writer takes from a module's outbox for one write.
+const WRITE_BATCH: usize = 64;
+
 async fn write_loop(
     mut writer: LinkWriter,
     mut rx: mpsc::Receiver<Frame>,
@@ -505,8 +508,10 @@ async fn write_loop(
     release: CancellationToken,
 ) {
     // The id of the last request taken from the outbox: requests are queued
-    // in id order, so every request up to it has been sent (or skipped).
+    // in id order, so every request up to it has been sent (or skipped), or
+    // is in the batch being written (its cancel then follows it).
     let mut sent = 0;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         // Cancels first: each one frees the module of work nobody waits for.
         for id in cancels.take_sent(sent) {
@@ -523,15 +528,29 @@ async fn write_loop(
             frame = rx.recv() => frame,
         };
         let Some(frame) = frame else { break };
-        if let Some(Kind::Request(request)) = &frame.kind {
-            sent = request.id;
-            // Cancelled while queued: the module need never hear of it.
-            if cancels.take(request.id) {
-                continue;
+        // Under load more frames are queued behind this one: they go out in
+        // the same write, up to a batch (issue 10).
+        let (mut next, mut last) = (Some(frame), false);
+        while let Some(frame) = next.take() {
+            let cancelled = match &frame.kind {
+                Some(Kind::Request(request)) => {
+                    sent = request.id;
+                    // Cancelled while queued: the module need never hear of it.
+                    cancels.take(request.id)
+                }
+                _ => false,
+            };
+            if !cancelled {
+                last = matches!(frame.kind, Some(Kind::Shutdown(_)));
+                batch.push(frame);
+            }
+            if !last && batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        let last = matches!(frame.kind, Some(Kind::Shutdown(_)));
-        if writer.write(&frame).await.is_err() || last {
+        let failed = !batch.is_empty() && writer.write_batch(&batch).await.is_err();
+        batch.clear();
+        if failed || last {
             // The module's stdin closes when `writer` drops: after Shutdown,
             // that is the JSON-RPC contract's end of input.
             break;

@@ -102,6 +102,29 @@ impl LinkWriter {
         }
     }
 
+    /// Writes `frames` in order, in one write to a module's input where the
+    /// link has one (issue 10: under load the frames queued for a module
+    /// go out together, not one `write` each).
+    pub(crate) async fn write_batch(&mut self, frames: &[Frame]) -> Result<(), LinkError> {
+        match self {
+            Self::Frames(w) => Ok(w.write_frames(frames).await?),
+            Self::JsonRpc(stdin) => {
+                let lines: Vec<u8> = frames.iter().filter_map(jsonrpc::encode).flatten().collect();
+                if !lines.is_empty() {
+                    stdin.write_all(&lines).await.map_err(FrameError::Io)?;
+                    stdin.flush().await.map_err(FrameError::Io)?;
+                }
+                Ok(())
+            }
+            Self::Attached(_) => {
+                for frame in frames {
+                    self.write(frame).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) async fn write(&mut self, frame: &Frame) -> Result<(), LinkError> {
         match self {
             Self::Frames(w) => Ok(w.write_frame(frame).await?),

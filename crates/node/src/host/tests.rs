@@ -683,3 +683,34 @@ async fn added_module_dirs_are_searched_last_and_bad_ones_are_refused_whole() {
     assert!(status.message().contains("at most 64 added directories"), "{status:?}");
     assert_eq!(fixture.host.modules_path().dirs().len(), own.len() + 1, "nothing of it was added");
 }
+
+/// The writer takes what is queued in batches (issue 10): the module still
+/// gets the requests in order, none of those dropped while queued, and a
+/// cancel for a request dropped after it went out.
+#[tokio::test]
+async fn requests_queued_together_arrive_in_order_without_those_dropped_while_queued() {
+    let mut fx = Fixture::new(64 * 1024, |_| {});
+    let (instance, mut fake) = fx.loaded("echo").await;
+    // Queued in one go, before the writer task runs again (one thread).
+    let mut calls: Vec<PendingCall> = (0..150).map(|_| call(&instance)).collect();
+    let mut kept = Vec::new();
+    for (n, call) in std::mem::take(&mut calls).into_iter().enumerate() {
+        if n % 3 == 0 {
+            drop(call);
+        } else {
+            kept.push(call);
+        }
+    }
+    for call in &kept {
+        assert_eq!(fake.request().await.id, call.id(), "in order, the dropped ones skipped");
+    }
+    let last = kept.pop().expect("calls kept");
+    let id = last.id();
+    drop(last);
+    match fake.recv().await.kind {
+        Some(Kind::Cancel(cancel)) => assert_eq!(cancel.id, id),
+        other => panic!("expected the cancel of {id}, got {other:?}"),
+    }
+    fake.reply(kept[0].id(), "\"pong\"").await;
+    assert_eq!(answer(&mut kept[0]).await.unwrap(), "\"pong\"");
+}

@@ -289,8 +289,13 @@ impl Connection {
             unary_only: request.unary_only,
         };
         let (host, outbox) = (self.door.host.clone(), self.outbox.clone());
-        // A call in flight keeps the router, as a session does.
-        let Some(lease) = self.door.hub.leases.take() else {
+        // A call in flight keeps the router, as a session does. A stream
+        // with no deadline may never end: a handover does not wait for it.
+        let lease = match request.stream && spec.stream_timeout().is_none() {
+            true => self.door.hub.leases.take(),
+            false => self.door.hub.leases.take_call(),
+        };
+        let Some(lease) = lease else {
             return self.refuse_as_leaving().await;
         };
         let stream = request.stream;

@@ -15,6 +15,8 @@ pub(crate) mod calls;
 mod conns;
 mod events;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 mod limit;
 mod monitor;
@@ -222,6 +224,9 @@ pub async fn serve_remote(
             shutdown.cancel();
         }
     }
+    // The decision to leave: no call is taken from here on. What arrives is
+    // refused as not run, and the client takes it to the next router.
+    leases.close();
     // A hosted router hands over only if other frontends remain: when its
     // host was the last, the modules stop as with any last frontend leaving.
     if hand_over_on_exit && !hub.table.list().is_empty() {
@@ -240,6 +245,14 @@ pub async fn serve_remote(
     health.set_not_serving::<RouterServer<service::RouterService>>().await;
     health.set_not_serving::<AdminServer<admin::AdminService>>().await;
     if handing_over {
+        // What it accepted, the router answers before it lets the modules
+        // go (issue 11, finding 8): a call still in flight then would fail.
+        let calls = leases.calls_in_flight();
+        if !leases.finish_calls(calls::DEFAULT_CALL_TIMEOUT).await {
+            tracing::warn!("handing over with calls still in flight after {:?}", calls::DEFAULT_CALL_TIMEOUT);
+        } else if calls > 0 {
+            tracing::info!("answered the {calls} calls in flight before handing over");
+        }
         // The successor adopts the modules: they are let go, not stopped.
         host.release().await;
     } else {

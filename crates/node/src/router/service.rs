@@ -105,7 +105,7 @@ fn reply(payload: pb::Payload, in_json: bool) -> pb::CallReply {
 impl Router for RouterService {
     async fn call(&self, request: Request<pb::CallRequest>) -> Result<Response<pb::CallReply>, Status> {
         // A call in flight keeps the router, as a session does.
-        let _lease = self.hub.leases.take().ok_or_else(sessions::not_run)?;
+        let _lease = self.hub.leases.take_call().ok_or_else(sessions::not_run)?;
         let (spec, in_json) = spec(request)?;
         let payload = calls::unary(&self.host, spec).await?;
         Ok(Response::new(reply(payload, in_json)))
@@ -115,7 +115,13 @@ impl Router for RouterService {
 
     async fn call_stream(&self, request: Request<pb::CallRequest>) -> Result<Response<ReplyStream>, Status> {
         let (spec, in_json) = spec(request)?;
-        let lease = self.hub.leases.take().ok_or_else(sessions::not_run)?;
+        // A stream with a deadline is a call a handover waits out; one
+        // without may never end, and is let go with its module.
+        let lease = match spec.stream_timeout() {
+            Some(_) => self.hub.leases.take_call(),
+            None => self.hub.leases.take(),
+        };
+        let lease = lease.ok_or_else(sessions::not_run)?;
         let (call, deadline) = match spec.stream_timeout() {
             Some(t) => {
                 let status = spec.deadline_status(t);

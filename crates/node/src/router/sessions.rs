@@ -7,6 +7,10 @@
 //! the count in the same atomic step that finds it zero, so no lease is
 //! taken after it: what arrives then is refused as not run, and retried by
 //! the client at the next router (issue 11, finding 1).
+//!
+//! A call's lease also counts it among the calls in flight, which a planned
+//! handover waits out before it lets the modules go (finding 8): the count
+//! is closed first, so every call that got a lease is among those waited for.
 
 use std::{
     collections::HashMap,
@@ -21,7 +25,10 @@ use std::{
 use polis_mesh::pb::{self, session_down, session_up};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{TaskTracker, task_tracker::TaskTrackerToken},
+};
 use tonic::{Status, Streaming};
 
 /// How the router keeps sessions and when it leaves.
@@ -52,6 +59,8 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct Leases {
     inner: Arc<LeaseCount>,
+    /// The calls in flight, each a token; closed when the router leaves.
+    calls: TaskTracker,
 }
 
 /// Set in [`LeaseCount::count`] once the router has decided to leave.
@@ -69,11 +78,46 @@ struct LeaseCount {
 #[derive(Debug)]
 pub(crate) struct Lease {
     inner: Arc<LeaseCount>,
+    /// For a call: its place among the calls in flight.
+    _call: Option<TaskTrackerToken>,
 }
 
 impl Leases {
     pub(crate) fn new() -> Self {
-        Self { inner: Arc::new(LeaseCount { count: AtomicUsize::new(0), idle: watch::Sender::new(true) }) }
+        Self {
+            inner: Arc::new(LeaseCount { count: AtomicUsize::new(0), idle: watch::Sender::new(true) }),
+            calls: TaskTracker::new(),
+        }
+    }
+
+    /// A lease for a call, counted among the calls in flight, or `None`
+    /// once the router has decided to leave.
+    pub(crate) fn take_call(&self) -> Option<Lease> {
+        // Counted before the lease is taken: once `close` has shut the
+        // count no lease is taken, so `finish_calls`, which comes after
+        // `close`, waits for every call that got one.
+        let call = self.calls.token();
+        let mut lease = self.take()?;
+        lease._call = Some(call);
+        Some(lease)
+    }
+
+    /// The router has decided to leave: no lease is taken from now on,
+    /// whatever the count (the linger's decision closes it too).
+    pub(crate) fn close(&self) {
+        self.inner.count.fetch_or(CLOSED, Ordering::SeqCst);
+    }
+
+    /// Waits within `within` for the calls in flight to end, after
+    /// [`Leases::close`]; whether they all did.
+    pub(crate) async fn finish_calls(&self, within: Duration) -> bool {
+        self.calls.close();
+        tokio::time::timeout(within, self.calls.wait()).await.is_ok()
+    }
+
+    /// How many calls are in flight.
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        self.calls.len()
     }
 
     /// A lease, or `None` once the router has decided to leave: then the
@@ -87,7 +131,7 @@ impl Leases {
         if before == 0 {
             self.inner.idle.send_replace(false);
         }
-        Some(Lease { inner: self.inner.clone() })
+        Some(Lease { inner: self.inner.clone(), _call: None })
     }
 
     fn is_idle(&self) -> bool {
@@ -337,5 +381,25 @@ mod tests {
         assert!(shutdown.is_cancelled());
         linger.await.unwrap();
         assert!(leases.take().is_none(), "no lease is taken once the router decided to leave");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_refuses_new_leases_and_finishing_waits_for_the_calls_in_flight() {
+        let leases = Leases::new();
+        let session = leases.take().expect("a session's lease");
+        let call = leases.take_call().expect("a call's lease");
+        leases.close();
+        assert!(leases.take().is_none() && leases.take_call().is_none(), "closed with leases held");
+        assert_eq!(leases.calls_in_flight(), 1, "a refused call is not counted");
+        // The session is no call: only the call is waited for.
+        assert!(!leases.finish_calls(Duration::from_secs(1)).await, "the call is still in flight");
+        let finishing = tokio::spawn({
+            let leases = leases.clone();
+            async move { leases.finish_calls(Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(call);
+        assert!(finishing.await.unwrap(), "finished once the call ended");
+        drop(session);
     }
 }
