@@ -425,6 +425,9 @@ impl Shared {
                 Ok::<_, ClientError>(session)
             };
             tokio::select! {
+                // Biased: a client closed before this attempt starts none
+                // (an attempt may host a router on its first poll).
+                biased;
                 () = self.closed.cancelled() => return None,
                 result = attempt => match result {
                     Ok(session) => return Some(session),

@@ -3,7 +3,13 @@
 //! mesh itself, and hands over when the frontend leaves. The only part of
 //! this crate that links the router.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use polis_discovery::{Campaign, Discovery, MeshDir, NodeRecord};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +22,9 @@ use crate::ClientError;
 pub(crate) struct Hosting {
     // std Mutex: set or taken, never held across an await.
     router: Mutex<Option<Hosted>>,
+    /// Set (under `router`'s lock) once the client is dropped or closed: a
+    /// re-attach racing that must not host a router nobody would stop.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -38,6 +47,9 @@ impl Hosting {
             if let Some(router) = mesh.current_router()? {
                 return Ok(router);
             }
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("the client is closed; it hosts no router any more").into());
+            }
             if let Campaign::Won(term) = mesh.campaign()? {
                 let stop = CancellationToken::new();
                 let task = tokio::spawn({
@@ -48,7 +60,15 @@ impl Hosting {
                         }
                     }
                 });
-                *self.router.lock().expect("hosting lock") = Some(Hosted { stop, task });
+                {
+                    let mut hosted = self.router.lock().expect("hosting lock");
+                    if self.closed.load(Ordering::SeqCst) {
+                        // Closed while this won the office: it leaves at once.
+                        stop.cancel();
+                    } else {
+                        *hosted = Some(Hosted { stop, task });
+                    }
+                }
                 let router = watch.wait_for(Duration::from_secs(10), || mesh.current_router()).await?;
                 return Ok(router.ok_or_else(|| Status::unavailable("the hosted router did not start"))?);
             }
@@ -74,14 +94,20 @@ impl Hosting {
     /// the process exits first, the kernel releases its locks and a standby
     /// takes office at once.
     pub(crate) fn cancel(&self) {
-        if let Some(hosted) = self.router.lock().expect("hosting lock").as_ref() {
+        let hosted = self.router.lock().expect("hosting lock");
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(hosted) = hosted.as_ref() {
             hosted.stop.cancel();
         }
     }
 
     /// Hands over and waits until the hosted router has left office.
     pub(crate) async fn stop(&self) {
-        let hosted = self.router.lock().expect("hosting lock").take();
+        let hosted = {
+            let mut hosted = self.router.lock().expect("hosting lock");
+            self.closed.store(true, Ordering::SeqCst);
+            hosted.take()
+        };
         if let Some(hosted) = hosted {
             hosted.stop.cancel();
             let _ = hosted.task.await;
