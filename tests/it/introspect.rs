@@ -365,34 +365,10 @@ fn polis_status_shows_the_versions_on_each_side() {
 
 #[test]
 fn the_monitor_refuses_another_uid() {
-    use std::os::unix::fs::{PermissionsExt, chown};
     let mesh = mesh();
     let _router = mesh.start_router(&[]);
-    let record = mesh.router().unwrap();
-    let nobody = 65534;
-    // As in modules.rs: loosen the modes so that the uid check is what refuses.
-    std::fs::set_permissions(mesh.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(mesh.dir.join("router.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let theirs = mesh.root().join("theirs");
-    std::fs::create_dir_all(theirs.join("nodes")).unwrap();
-    std::fs::create_dir_all(theirs.join("logs")).unwrap();
-    std::fs::write(theirs.join("router.json"), record.to_json()).unwrap();
-    let lock_path = theirs.join(format!("nodes/{}.lock", record.id));
-    let lock = std::fs::File::create(&lock_path).unwrap();
-    lock.lock().unwrap();
-    for path in
-        [&theirs, &theirs.join("nodes"), &theirs.join("logs"), &theirs.join("router.json"), &lock_path]
-    {
-        chown(path, Some(nobody), Some(nobody)).unwrap();
-    }
-    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
-
-    let mut cmd = mesh.command("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::util::POLIS])
-        .arg("--mesh-dir")
-        .arg(&theirs)
-        .args(["monitor", "--json"]);
+    let (mut cmd, _lock) = crate::util::as_another_uid(&mesh);
+    cmd.args(["monitor", "--json"]);
     let run = mesh.run_command(cmd);
     assert!(run.stdout().is_empty(), "nothing watched: {run}");
     let err = run.code(1).stderr();

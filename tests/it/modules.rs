@@ -367,39 +367,9 @@ fn sigterm_runs_the_same_exit_sequence() {
 
 #[test]
 fn a_client_of_another_uid_is_refused_and_the_router_stays_up() {
-    use std::os::unix::fs::{PermissionsExt, chown};
     let (mesh, mut router) = mesh_with_router(&[]);
-    let record = mesh.router().unwrap();
-    let nobody = 65534;
-
-    // Loosen what normally keeps other users out, so that the uid check is
-    // what has to refuse them.
-    std::fs::set_permissions(mesh.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(&mesh.dir, std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(mesh.dir.join("router.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
-
-    // The other user's own mesh directory points at our router, and this
-    // test holds the router record's lock there to make it live.
-    let theirs = mesh.root().join("theirs");
-    std::fs::create_dir_all(theirs.join("nodes")).unwrap();
-    std::fs::create_dir_all(theirs.join("logs")).unwrap();
-    std::fs::write(theirs.join("router.json"), record.to_json()).unwrap();
-    let lock_path = theirs.join(format!("nodes/{}.lock", record.id));
-    let lock = std::fs::File::create(&lock_path).unwrap();
-    lock.lock().unwrap();
-    for path in
-        [&theirs, &theirs.join("nodes"), &theirs.join("logs"), &theirs.join("router.json"), &lock_path]
-    {
-        chown(path, Some(nobody), Some(nobody)).unwrap();
-    }
-    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
-
-    // setpriv comes with util-linux.
-    let mut cmd = mesh.command("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::util::POLIS])
-        .arg("--mesh-dir")
-        .arg(&theirs)
-        .args(["call", "--no-launch", "echo", "ping"]);
+    let (mut cmd, _lock) = crate::util::as_another_uid(&mesh);
+    cmd.args(["call", "--no-launch", "echo", "ping"]);
     let run = mesh.run_command(cmd);
     run.code(1);
     let err = run.stderr();

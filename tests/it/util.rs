@@ -61,3 +61,37 @@ for line in sys.stdin:
         with open("cancels", "a") as f:
             f.write("%d\n" % msg["params"]["id"])
 "#;
+
+/// `polis --mesh-dir THEIRS` run as uid 65534 (`setpriv`, from util-linux)
+/// against this mesh's router, and the lock that makes the router's record
+/// live in THEIRS (hold it while the command runs). The modes that normally
+/// keep other users out are loosened, so that the router's uid check is
+/// what has to refuse them.
+pub(crate) fn as_another_uid(mesh: &TestMesh) -> (std::process::Command, std::fs::File) {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let record = mesh.router().expect("a router in office");
+    let nobody = 65534;
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(mesh.root(), 0o711);
+    mode(&mesh.dir, 0o711);
+    mode(&mesh.dir.join("router.sock"), 0o666);
+    // The other user's own mesh directory points at our router.
+    let theirs = mesh.root().join("theirs");
+    std::fs::create_dir_all(theirs.join("nodes")).unwrap();
+    std::fs::create_dir_all(theirs.join("logs")).unwrap();
+    std::fs::write(theirs.join("router.json"), record.to_json()).unwrap();
+    let lock_path = theirs.join(format!("nodes/{}.lock", record.id));
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    for path in
+        [&theirs, &theirs.join("nodes"), &theirs.join("logs"), &theirs.join("router.json"), &lock_path]
+    {
+        chown(path, Some(nobody), Some(nobody)).unwrap();
+    }
+    mode(&theirs, 0o700);
+    let mut cmd = mesh.command("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", POLIS]).arg("--mesh-dir").arg(&theirs);
+    (cmd, lock)
+}
