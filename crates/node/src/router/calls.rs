@@ -99,14 +99,17 @@ pub(crate) async fn unary_at(host: &Arc<Host>, spec: CallSpec, depth: u32) -> Re
     let timeout = spec.unary_timeout();
     let deadline = spec.deadline_status(timeout);
     let service = spec.service.clone();
-    let (method, unary_only) = (spec.method.clone(), spec.unary_only);
+    // Only a `unary_only` caller's error needs the method's name.
+    let refuse_stream = spec.unary_only.then(|| spec.method.clone());
     let answer = async {
         let mut call = start_at(host, spec, Some(timeout), depth).await?;
         let mut last = None;
         while let Some(item) = call.next().await {
             match item? {
                 // Returning drops the call, which cancels it in the module.
-                Item::Data(_) if unary_only => return Err(streams_its_answer(&service, &method)),
+                Item::Data(_) if refuse_stream.is_some() => {
+                    return Err(streams_its_answer(&service, refuse_stream.as_deref().unwrap_or_default()));
+                }
                 Item::Data(p) => last = Some(p),
                 Item::End(p) => return Ok(p.or(last).unwrap_or_else(json_null)),
             }
