@@ -21,6 +21,7 @@ mod index;
 mod norg;
 mod notes;
 mod queries;
+mod snippet;
 mod sql;
 mod watch;
 mod workspace;
@@ -181,6 +182,7 @@ async fn file_param(call: &Call) -> Result<(Arc<Notes>, FileRef), ModuleError> {
 /// then one `{"summary": …}` per workspace.
 async fn index(call: Call, items: Items) -> Result<(), ModuleError> {
     let notes = notes(&call).await?;
+    notes.look_again().map_err(ModuleError::internal)?;
     let targets = match workspace_param(&notes, &call)? {
         Some(name) => {
             let ws = notes.workspace(&name)?;

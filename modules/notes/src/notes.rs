@@ -151,6 +151,24 @@ impl Notes {
         Ok(())
     }
 
+    /// Looks again at the configured workspaces whose directory was
+    /// missing: one made since (a clone, a mounted disk) is indexed and
+    /// watched from now on, without a restart of the module.
+    pub(crate) fn look_again(&self) -> Result<(), String> {
+        let missing: Vec<(String, String)> = {
+            let all = lock(&self.workspaces);
+            let missing = |name: &String| all.get(name).is_some_and(|w| w.error.is_some());
+            self.config.workspaces.iter().filter(|(name, _)| missing(name)).cloned().collect()
+        };
+        for (name, path) in missing {
+            let ws = Workspace::new(&name, &path)?;
+            if ws.error.is_none() {
+                self.register(ws)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `add_workspace {name, path}`: a directory that must exist now.
     pub(crate) fn add_workspace(&self, name: &str, path: &str) -> Result<Value, ModuleError> {
         let ws = Workspace::new(name, path).map_err(ModuleError::invalid_argument)?;

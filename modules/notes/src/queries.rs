@@ -4,7 +4,11 @@ use polis_sdk::ModuleError;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 
-use crate::{norg, workspace::Workspace};
+use crate::{
+    norg,
+    snippet::{self, Term},
+    workspace::Workspace,
+};
 
 /// A file of the index, as a method names it.
 #[derive(Debug)]
@@ -68,9 +72,9 @@ pub(crate) fn find_file(
 
 /// The user's words as an FTS5 query: each word a quoted term (all must
 /// match), a trailing `*` a prefix.
-pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<String>)> {
+pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<Term>)> {
+    let mut query = Vec::new();
     let mut terms = Vec::new();
-    let mut words = Vec::new();
     for word in q.split_whitespace() {
         let (word, prefix) = match word.strip_suffix('*') {
             Some(w) => (w, true),
@@ -79,33 +83,34 @@ pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<String>)> {
         if word.is_empty() {
             continue;
         }
-        words.push(word.to_lowercase());
-        terms.push(format!("\"{}\"{}", word.replace('"', "\"\""), if prefix { "*" } else { "" }));
+        terms.push(Term { word: word.to_lowercase(), prefix });
+        query.push(format!("\"{}\"{}", word.replace('"', "\"\""), if prefix { "*" } else { "" }));
     }
-    (!terms.is_empty()).then(|| (terms.join(" "), words))
+    (!query.is_empty()).then(|| (query.join(" "), terms))
 }
 
 /// `search {q, workspace?, limit?}`: files matching every word, best first
-/// (bm25, the title weighing more, ties by path), with a highlighted
-/// snippet and the first line holding a word.
+/// (bm25, the title weighing more, ties by path), with the first line
+/// holding a word and a highlighted snippet of it.
 ///
 /// FTS5 sorts by `rank` itself and hands the rows over in that order, so
-/// `snippet()` (which tokenizes the whole note) runs only for the rows
-/// taken: ordering by `bm25(…), path` in SQL made SQLite compute every
-/// column of every match before sorting, a snippet for each of ~800
-/// matches of a word on 10,000 notes. Rows are read past `limit` while the
-/// rank ties, so that ties are broken by path exactly as before.
+/// only the rows taken are read: ordering by `bm25(…), path` in SQL made
+/// SQLite compute every column of every match before sorting. Rows are
+/// read past `limit` while the rank ties, so that ties are broken by path.
+/// The snippet is cut from the hit's line (`snippet.rs`); FTS5's own
+/// `snippet()`, which tokenizes the whole note, is asked only for a hit
+/// that the line search cannot see.
 pub(crate) fn search(
     conn: &Connection,
     q: &str,
     workspace: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Value>, ModuleError> {
-    let (query, words) =
+    let (query, terms) =
         fts_query(q).ok_or_else(|| ModuleError::invalid_argument("search: `q` has no words to look for"))?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT f.workspace, f.path, f.title, snippet(fts, -1, '«', '»', '…', 12), fts.rank, fts.body \
+            "SELECT f.workspace, f.path, f.title, fts.rowid, fts.rank, fts.body \
              FROM fts JOIN files f ON f.id = fts.rowid \
              WHERE fts MATCH ?1 AND fts.rank MATCH 'bm25(5.0, 1.0)' AND (?2 IS NULL OR f.workspace = ?2) \
              ORDER BY fts.rank",
@@ -119,27 +124,37 @@ pub(crate) fn search(
         if hits.len() >= limit && hits.last().is_some_and(|(last, _, _)| *last != rank) {
             break;
         }
-        let body: String = r.get(5).map_err(db)?;
-        let line = body
-            .lines()
-            .position(|l| {
-                let l = l.to_lowercase();
-                words.iter().any(|w| l.contains(w.as_str()))
-            })
-            .map_or(1, |i| i + 1);
+        let body = r.get_ref(5).map_err(db)?.as_str().map_err(|e| db(e.into()))?;
+        let (line, snippet) = match snippet::first_hit(body, &terms) {
+            Some(found) => found,
+            None => (1, fts_snippet(conn, &query, r.get(3).map_err(db)?)?),
+        };
         let path: String = r.get(1).map_err(db)?;
         let hit = json!({
             "workspace": r.get::<_, String>(0).map_err(db)?,
             "path": path,
             "title": r.get::<_, String>(2).map_err(db)?,
             "line": line,
-            "snippet": r.get::<_, String>(3).map_err(db)?.split_whitespace().collect::<Vec<_>>().join(" "),
+            "snippet": snippet,
             "rank": rank,
         });
         hits.push((rank, path, hit));
     }
     hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     Ok(hits.into_iter().take(limit).map(|(_, _, hit)| hit).collect())
+}
+
+/// FTS5's snippet of one matching note, for a hit [`snippet::first_hit`]
+/// cannot place (diacritics folded, or a match in the title alone).
+fn fts_snippet(conn: &Connection, query: &str, rowid: i64) -> Result<String, ModuleError> {
+    let snippet: String = conn
+        .prepare_cached(
+            "SELECT snippet(fts, -1, '«', '»', '…', 12) FROM fts WHERE fts MATCH ?1 AND rowid = ?2",
+        )
+        .map_err(db)?
+        .query_row(params![query, rowid], |r| r.get(0))
+        .map_err(db)?;
+    Ok(snippet.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// `outline {path}`: the headings, in order.
