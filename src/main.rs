@@ -51,12 +51,21 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    // Only `POLIS_LOG` needs `EnvFilter`: parsing its directives compiles
-    // regexes, which costs every start (the CLI's and the router's) time and
-    // keeps the regex engine's code resident in the router. A bare level
-    // filters the same as the directive `warn`, `info` or `debug` would.
-    match std::env::var_os("POLIS_LOG").map(|_| tracing_subscriber::EnvFilter::try_from_env("POLIS_LOG")) {
-        Some(Ok(filter)) => fmt.with_env_filter(filter).init(),
-        _ => fmt.with_max_level(level).init(),
+    // `POLIS_LOG` takes `target=level` directives (`debug`,
+    // `polis_node=debug,warn`): `Targets` parses them without the regex
+    // engine `EnvFilter` brings, whose code every start would load (the
+    // CLI's and the router's) and the router would keep resident. A
+    // directive that does not parse is reported, and `-v` rules.
+    let targets = std::env::var("POLIS_LOG").ok().map(|v| v.parse::<tracing_subscriber::filter::Targets>());
+    match targets {
+        Some(Ok(targets)) => {
+            use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+            fmt.with_max_level(tracing::Level::TRACE).finish().with(targets).init();
+        }
+        Some(Err(e)) => {
+            fmt.with_max_level(level).init();
+            tracing::warn!("POLIS_LOG is not a list of target=level directives ({e}); using -v");
+        }
+        None => fmt.with_max_level(level).init(),
     }
 }
