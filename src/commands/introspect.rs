@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use polis_discovery::MeshDir;
 use polis_mesh::pb::{self, admin_client::AdminClient};
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
 use super::rpc;
 use crate::cli::IntrospectArgs;
@@ -19,7 +20,14 @@ pub(super) async fn run(
     // as for a call.
     let launcher = super::launcher(modules_path);
     let channel = polis_client::connect(mesh, Some(&launcher)).await.map_err(|e| rpc::failure(e.into()))?;
-    let mut admin = AdminClient::new(channel);
+    describe(AdminClient::new(channel), args).await
+}
+
+/// `polis introspect` on the router behind `admin`, wherever it was found.
+pub(super) async fn describe(
+    mut admin: AdminClient<Channel>,
+    args: IntrospectArgs,
+) -> anyhow::Result<ExitCode> {
     let request = pb::DescribeRequest { service: args.service };
     let reply = admin.describe(request).await.map_err(rpc::status)?.into_inner();
     if args.json {

@@ -8,14 +8,19 @@
 use std::process::ExitCode;
 
 use polis_discovery::MeshDir;
-use polis_mesh::pb::{self, monitor_line::Kind};
+use polis_mesh::pb::{self, admin_client::AdminClient, monitor_line::Kind};
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
 use super::rpc;
 use crate::cli::MonitorArgs;
 
 pub(super) async fn run(mesh: &MeshDir, args: MonitorArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = rpc::admin(mesh).await?;
+    run_on(rpc::admin(mesh).await?, args).await
+}
+
+/// `polis monitor` of the router behind `admin`, wherever it was found.
+pub(super) async fn run_on(mut admin: AdminClient<Channel>, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     let pattern = args.pattern.unwrap_or_default();
     let request = pb::MonitorRequest { pattern: pattern.clone(), payloads: args.payloads };
     let mut lines = admin.monitor(request).await.map_err(rpc::status)?.into_inner();

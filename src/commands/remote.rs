@@ -4,16 +4,25 @@
 //! find it through etcd and call it over TCP. The local mesh directory
 //! still holds what is this machine's: the router's local socket, its
 //! modules' records and the logs.
+//!
+//! The operator's commands (`stop`, `module`, `introspect`, `monitor`,
+//! `watch`, `publish`) are the same code as on one machine, handed a
+//! channel to the router found through etcd; the ones that work on this
+//! machine's files or terminal are refused.
 
 use std::{process::ExitCode, time::Duration};
 
 use polis_discovery::{AsyncDiscovery, Campaign, Discovery, MeshDir, NodeRecord, Office, Role};
 use polis_etcd::{Address, Etcd};
-use polis_mesh::tcp::Token;
+use polis_mesh::{
+    pb::{self, admin_client::AdminClient, router_client::RouterClient},
+    tcp::Token,
+};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::{
-    cli::{CallArgs, Cli, Command, RouterArgs},
+    cli::{CallArgs, Cli, Command, ModuleCommand, RouterArgs},
     exit::{Failure, NOT_FOUND, REFUSED, UNAVAILABLE, USAGE},
 };
 
@@ -39,17 +48,18 @@ pub(super) async fn run(
     mesh: MeshDir,
     modules_path: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let token = || token(&cli);
-    match &cli.command {
-        Command::Router(args) => router(mesh, modules_path, args, address, token()?).await,
-        Command::Call(args) => call(&address, token()?, args).await,
+    let token_file = cli.token_file.clone();
+    let token = || token(token_file.as_deref());
+    match cli.command {
+        Command::Router(args) => router(mesh, modules_path, &args, address, token()?).await,
+        Command::Call(args) => call(&address, token()?, &args).await,
         Command::Status(args) => {
             let channel = router_channel(&address, &token()?, true).await?;
             super::status::status_of(polis_mesh::pb::admin_client::AdminClient::new(channel), args.json).await
         }
         Command::Resolve { name } => {
             let etcd = connect(&address).await?;
-            match etcd.resolve(name).await.map_err(unavailable)? {
+            match etcd.resolve(&name).await.map_err(unavailable)? {
                 Some(record) => say!("{}", record.to_json())?,
                 None => {
                     return Err(Failure::new(
@@ -97,18 +107,64 @@ pub(super) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stop => stop(&address, &token()?).await,
+        Command::Module(
+            command @ (ModuleCommand::List(_)
+            | ModuleCommand::Load { .. }
+            | ModuleCommand::Unload { .. }
+            | ModuleCommand::Reload { .. }),
+        ) => super::status::module_of(admin(&address, &token()?).await?, command).await,
+        Command::Monitor(args) => super::monitor::run_on(admin(&address, &token()?).await?, args).await,
+        Command::Introspect(args) => {
+            super::introspect::describe(admin(&address, &token()?).await?, args).await
+        }
+        Command::Watch(args) => {
+            let channel = router_channel(&address, &token()?, args.no_launch).await?;
+            super::watch::watch_on(RouterClient::new(channel), args).await
+        }
+        Command::Publish(args) => {
+            let channel = router_channel(&address, &token()?, args.no_launch).await?;
+            super::watch::publish_on(RouterClient::new(channel), args).await
+        }
         _ => Err(Failure::new(
             USAGE,
-            "this command does not work with --discovery etcd yet (router, call, status, resolve and ls do); \
-             run it on the router's machine without --discovery",
+            "this command does not work with --discovery etcd: it works on this machine's files or \
+             terminal (attach, module install/remove/new, log); run it on the router's machine without \
+             --discovery",
         )
         .into()),
     }
 }
 
+/// The Admin service of the router in office (found once: no failover
+/// window for an operator's command).
+async fn admin(address: &Address, token: &Token) -> anyhow::Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(router_channel(address, token, true).await?))
+}
+
+/// `polis stop` on etcd: asks the router in office to stop, and waits
+/// until etcd no longer has it in office.
+async fn stop(address: &Address, token: &Token) -> anyhow::Result<ExitCode> {
+    let etcd = connect(address).await?;
+    let Some(router) = etcd.current_router().await.map_err(unavailable)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    admin(address, token).await?.stop(pb::StopRequest {}).await.map_err(super::rpc::status)?;
+    // Modules get their grace period first; a minute covers any sane one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while etcd.current_router().await.map_err(unavailable)?.is_some_and(|r| r.id == router.id) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(UNAVAILABLE, "the router did not leave office within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    say!("router pid {} stopped", router.pid)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The token of `--token-file` / `POLIS_TOKEN_FILE`, which a mesh on etcd needs.
-fn token(cli: &Cli) -> anyhow::Result<Token> {
-    let Some(path) = &cli.token_file else {
+fn token(path: Option<&std::path::Path>) -> anyhow::Result<Token> {
+    let Some(path) = path else {
         return Err(Failure::new(
             REFUSED,
             "UNAUTHENTICATED: a mesh on etcd is reached over TCP with its token: give --token-file FILE \

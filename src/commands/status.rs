@@ -4,8 +4,9 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use polis_discovery::{Discovery, MeshDir};
-use polis_mesh::pb;
+use polis_mesh::pb::{self, admin_client::AdminClient};
 use serde_json::json;
+use tonic::transport::Channel;
 
 use super::rpc;
 use crate::cli::ModuleCommand;
@@ -15,10 +16,7 @@ pub(super) async fn status(mesh: &MeshDir, json: bool) -> anyhow::Result<ExitCod
 }
 
 /// `polis status` of the router behind `admin`, wherever it was found.
-pub(super) async fn status_of(
-    mut admin: polis_mesh::pb::admin_client::AdminClient<tonic::transport::Channel>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn status_of(mut admin: AdminClient<Channel>, json: bool) -> anyhow::Result<ExitCode> {
     let status = admin.status(pb::StatusRequest {}).await.map_err(rpc::status)?.into_inner();
     if json {
         say!("{}", status_json(&status))?;
@@ -120,7 +118,14 @@ fn status_json(s: &pb::StatusReply) -> serde_json::Value {
 }
 
 pub(super) async fn module(mesh: &MeshDir, command: ModuleCommand) -> anyhow::Result<ExitCode> {
-    let mut admin = rpc::admin(mesh).await?;
+    module_of(rpc::admin(mesh).await?, command).await
+}
+
+/// `polis module list|load|unload|reload` on the router behind `admin`.
+pub(super) async fn module_of(
+    mut admin: AdminClient<Channel>,
+    command: ModuleCommand,
+) -> anyhow::Result<ExitCode> {
     let info = match command {
         ModuleCommand::List(args) => {
             let list = admin.list_modules(pb::ListModulesRequest {}).await.map_err(rpc::status)?;

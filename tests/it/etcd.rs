@@ -11,45 +11,45 @@ use polis_testing::{EtcdCluster, Process, Run};
 use crate::util::{ECHO, TestMesh, WAIT, mesh, wait_until};
 
 /// The lease TTL of these meshes, in seconds.
-const TTL: u64 = 2;
+pub(crate) const TTL: u64 = 2;
 
 /// One machine of the mesh: a temp mesh with the echo module, reaching the
 /// others through `url` with the token in `token`.
-struct Host {
-    mesh: TestMesh,
+pub(crate) struct Host {
+    pub(crate) mesh: TestMesh,
     url: String,
     token: PathBuf,
 }
 
 impl Host {
-    fn new(url: &str, token: &std::path::Path) -> Self {
+    pub(crate) fn new(url: &str, token: &std::path::Path) -> Self {
         let mesh = mesh();
         mesh.module("echo", ECHO, "");
         Self { mesh, url: url.to_owned(), token: token.to_owned() }
     }
 
-    fn polis(&self, args: &[&str]) -> Command {
+    pub(crate) fn polis(&self, args: &[&str]) -> Command {
         let mut cmd = self.mesh.polis(&["--discovery", &self.url]);
         cmd.arg("--token-file").arg(&self.token).args(args);
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.mesh.run_command(self.polis(args))
     }
 
-    fn router(&self) -> Process {
+    pub(crate) fn router(&self) -> Process {
         self.mesh.start(self.polis(&["router", "--listen", "127.0.0.1:0"]))
     }
 
     /// The router's record as etcd has it, once one is in office.
-    fn resolve(&self) -> Option<serde_json::Value> {
+    pub(crate) fn resolve(&self) -> Option<serde_json::Value> {
         let run = self.run(&["resolve", "router"]);
         run.status().success().then(|| run.json())
     }
 }
 
-fn token_file(cluster: &EtcdCluster, name: &str, text: &str) -> PathBuf {
+pub(crate) fn token_file(cluster: &EtcdCluster, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = cluster.dir().join(name);
     std::fs::write(&path, text).unwrap();

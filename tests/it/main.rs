@@ -7,6 +7,8 @@ mod election;
 // The mesh on etcd: built with the `etcd` feature (CI's test command has it).
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_commands;
 mod events;
 mod exec;
 mod frames;
