@@ -42,6 +42,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
 
+    /// The mesh CA's certificate (PEM): reach a router on etcd over TLS,
+    /// trusting only this CA [env: POLIS_TLS_CA]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
     /// More logging on stderr (-v info, -vv debug); POLIS_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -239,6 +244,13 @@ pub(crate) struct RouterArgs {
     /// The address published for --listen, when it differs (0.0.0.0, NAT)
     #[arg(long, value_name = "ADDR", requires = "listen")]
     pub(crate) advertise: Option<String>,
+    /// With --listen: serve TLS with this certificate (PEM, signed by the
+    /// mesh CA, naming the advertised host), published as tls:HOST:PORT
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM, mode 0600) of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) action: Option<RouterAction>,
 }
@@ -340,6 +352,7 @@ pub(crate) fn parse() -> Cli {
     cli.discovery =
         cli.discovery.or_else(|| var("POLIS_DISCOVERY").map(|v| v.to_string_lossy().into_owned()));
     cli.token_file = cli.token_file.or_else(|| var("POLIS_TOKEN_FILE").map(PathBuf::from));
+    cli.tls_ca = cli.tls_ca.or_else(|| var("POLIS_TLS_CA").map(PathBuf::from));
     cli
 }
 

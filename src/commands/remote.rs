@@ -48,13 +48,21 @@ pub(super) async fn run(
     mesh: MeshDir,
     modules_path: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let token_file = cli.token_file.clone();
+    let (token_file, tls_ca) = (cli.token_file.clone(), cli.tls_ca.clone());
     let token = || token(token_file.as_deref());
+    let creds = || -> anyhow::Result<Credentials> {
+        let tls = tls_ca
+            .as_deref()
+            .map(polis_mesh::tls::ClientTls::from_ca_file)
+            .transpose()
+            .map_err(|e| Failure::new(REFUSED, e.to_string()))?;
+        Ok(Credentials { token: token()?, tls })
+    };
     match cli.command {
         Command::Router(args) => router(mesh, modules_path, &args, address, token()?).await,
-        Command::Call(args) => call(&address, token()?, &args).await,
+        Command::Call(args) => call(&address, &creds()?, &args).await,
         Command::Status(args) => {
-            let channel = router_channel(&address, &token()?, true).await?;
+            let channel = router_channel(&address, &creds()?, true).await?;
             super::status::status_of(polis_mesh::pb::admin_client::AdminClient::new(channel), args.json).await
         }
         Command::Resolve { name } => {
@@ -107,23 +115,23 @@ pub(super) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stop => stop(&address, &token()?).await,
+        Command::Stop => stop(&address, &creds()?).await,
         Command::Module(
             command @ (ModuleCommand::List(_)
             | ModuleCommand::Load { .. }
             | ModuleCommand::Unload { .. }
             | ModuleCommand::Reload { .. }),
-        ) => super::status::module_of(admin(&address, &token()?).await?, command).await,
-        Command::Monitor(args) => super::monitor::run_on(admin(&address, &token()?).await?, args).await,
+        ) => super::status::module_of(admin(&address, &creds()?).await?, command).await,
+        Command::Monitor(args) => super::monitor::run_on(admin(&address, &creds()?).await?, args).await,
         Command::Introspect(args) => {
-            super::introspect::describe(admin(&address, &token()?).await?, args).await
+            super::introspect::describe(admin(&address, &creds()?).await?, args).await
         }
         Command::Watch(args) => {
-            let channel = router_channel(&address, &token()?, args.no_launch).await?;
+            let channel = router_channel(&address, &creds()?, args.no_launch).await?;
             super::watch::watch_on(RouterClient::new(channel), args).await
         }
         Command::Publish(args) => {
-            let channel = router_channel(&address, &token()?, args.no_launch).await?;
+            let channel = router_channel(&address, &creds()?, args.no_launch).await?;
             super::watch::publish_on(RouterClient::new(channel), args).await
         }
         _ => Err(Failure::new(
@@ -136,20 +144,27 @@ pub(super) async fn run(
     }
 }
 
+/// What a frontend proves and trusts: the mesh's token, and the mesh CA
+/// when the router serves TLS.
+struct Credentials {
+    token: Token,
+    tls: Option<polis_mesh::tls::ClientTls>,
+}
+
 /// The Admin service of the router in office (found once: no failover
 /// window for an operator's command).
-async fn admin(address: &Address, token: &Token) -> anyhow::Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(router_channel(address, token, true).await?))
+async fn admin(address: &Address, creds: &Credentials) -> anyhow::Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(router_channel(address, creds, true).await?))
 }
 
 /// `polis stop` on etcd: asks the router in office to stop, and waits
 /// until etcd no longer has it in office.
-async fn stop(address: &Address, token: &Token) -> anyhow::Result<ExitCode> {
+async fn stop(address: &Address, creds: &Credentials) -> anyhow::Result<ExitCode> {
     let etcd = connect(address).await?;
     let Some(router) = etcd.current_router().await.map_err(unavailable)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    admin(address, token).await?.stop(pb::StopRequest {}).await.map_err(super::rpc::status)?;
+    admin(address, creds).await?.stop(pb::StopRequest {}).await.map_err(super::rpc::status)?;
     // Modules get their grace period first; a minute covers any sane one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while etcd.current_router().await.map_err(unavailable)?.is_some_and(|r| r.id == router.id) {
@@ -210,9 +225,17 @@ async fn router(
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            polis_mesh::tls::ServerTls::from_pem_files(cert, key)
+                .map_err(|e| Failure::new(REFUSED, e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut record = NodeRecord::new(Role::Router, "router");
     record.version = env!("CARGO_PKG_VERSION").to_owned();
-    record.endpoint = Some(format!("tcp:{advertised}"));
+    record.endpoint = Some(format!("{scheme}:{advertised}"));
 
     let shutdown = CancellationToken::new();
     // Told apart from the office being lost, which cancels `shutdown` too.
@@ -230,7 +253,7 @@ async fn router(
     };
     let (etcd, office, _node) = elected;
     let lost = office.lost();
-    say!("router in office through etcd: epoch {}, tcp:{advertised}", office.epoch())?;
+    say!("router in office through etcd: epoch {}, {scheme}:{advertised}", office.epoch())?;
 
     let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
     host.grace = args.grace;
@@ -246,6 +269,7 @@ async fn router(
     let remote = polis_node::router::Remote {
         listener,
         token,
+        tls,
         epoch: office.epoch(),
         lost: lost.clone(),
         id: record.id,
@@ -303,7 +327,7 @@ async fn elect(
 /// `polis call` on etcd: the router in office, over TCP with the token; a
 /// router that does not answer (dead, its lease not lapsed yet) is looked
 /// up again until another is elected or the window is over.
-async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Result<ExitCode> {
+async fn call(address: &Address, creds: &Credentials, args: &CallArgs) -> anyhow::Result<ExitCode> {
     let payload = match &args.params {
         Some(text) => {
             if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
@@ -313,7 +337,7 @@ async fn call(address: &Address, token: Token, args: &CallArgs) -> anyhow::Resul
         }
         None => bytes::Bytes::new(),
     };
-    let channel = router_channel(address, &token, args.no_launch).await?;
+    let channel = router_channel(address, creds, args.no_launch).await?;
     let name = format!("polis-cli/{}", std::process::id());
     let caller = polis_client::Caller::from_channel(channel, name);
     let print =
@@ -346,12 +370,14 @@ fn deepest(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// A channel to the router in office, over TCP with the token; a router
-/// that does not answer (dead, its lease not lapsed yet) is looked up again
-/// until another is elected or the window is over (`once`: one look).
+/// A channel to the router in office, over TCP (inside TLS for a `tls:`
+/// endpoint) with the token; a router that does not answer (dead, its
+/// lease not lapsed yet) is looked up again until another is elected or
+/// the window is over (`once`: one look). A refusal (the token, the
+/// router's certificate, TLS asked for on one side only) is final.
 async fn router_channel(
     address: &Address,
-    token: &Token,
+    creds: &Credentials,
     once: bool,
 ) -> anyhow::Result<tonic::transport::Channel> {
     let etcd = connect(address).await?;
@@ -363,18 +389,34 @@ async fn router_channel(
             }
             Some(router) => {
                 let endpoint = router.endpoint.clone().unwrap_or_default();
-                let Some(addr) = endpoint.strip_prefix("tcp:") else {
-                    return Err(Failure::new(
-                        UNAVAILABLE,
-                        format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp:"),
-                    )
-                    .into());
+                let refuse = |why: String| Err(Failure::new(REFUSED, why).into());
+                let addr = match (endpoint.split_once(':'), &creds.tls) {
+                    (Some(("tcp", addr)), None) | (Some(("tls", addr)), Some(_)) => addr,
+                    (Some(("tcp", _)), Some(_)) => {
+                        return refuse(format!(
+                            "UNAUTHENTICATED: the router at {endpoint} does not serve TLS, and --tls-ca asks \
+                             for it: the token is not sent in clear text"
+                        ));
+                    }
+                    (Some(("tls", _)), None) => {
+                        return refuse(format!(
+                            "UNAUTHENTICATED: the router at {endpoint} serves TLS: give --tls-ca FILE \
+                             (POLIS_TLS_CA), the mesh CA's certificate"
+                        ));
+                    }
+                    _ => {
+                        return Err(Failure::new(
+                            UNAVAILABLE,
+                            format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp: or tls:"),
+                        )
+                        .into());
+                    }
                 };
-                match polis_mesh::tcp::connect_channel(addr, token).await {
+                match polis_mesh::tcp::connect_channel(addr, &creds.token, creds.tls.clone()).await {
                     Ok(channel) => break channel,
                     Err(e) => {
                         let why = deepest(&e);
-                        if why.starts_with("UNAUTHENTICATED") {
+                        if why.starts_with("UNAUTHENTICATED") || why.starts_with("TLS with the router") {
                             return Err(Failure::new(REFUSED, format!("{why} (router at {endpoint})")).into());
                         }
                         format!(

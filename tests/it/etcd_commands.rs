@@ -70,3 +70,78 @@ fn module_introspect_monitor_watch_publish_and_stop_reach_a_router_found_through
     assert!(status.success(), "{stderr}");
     assert!(client.resolve().is_none(), "no router in office after the stop");
 }
+
+/// TLS on the router's TCP endpoint: a router with a certificate of the
+/// mesh CA publishes `tls:`, and a frontend trusting that CA calls it; a
+/// frontend without the CA, one trusting another CA, a plain-text client
+/// and a TLS client of a plain router are refused before the token could
+/// leak, and so is a key file that others may read.
+#[test]
+fn a_router_serving_tls_is_reached_only_by_frontends_trusting_the_mesh_ca() {
+    use std::io::{Read, Write};
+
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/tls", TTL);
+    let token = token_file(&cluster, "token", "tls-token\n");
+    let ca = polis_testing::MeshCa::new(&cluster.dir().join("ca"));
+    let issued = ca.issue("router", "127.0.0.1");
+    let server = Host::new(&url, &token);
+    let client = Host::new(&url, &token);
+
+    // A key others may read is refused at start.
+    let loose = cluster.dir().join("loose.key");
+    std::fs::copy(&issued.key, &loose).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut cmd = server.polis(&["router", "--listen", "127.0.0.1:0", "--tls-cert"]);
+    cmd.arg(&issued.cert).arg("--tls-key").arg(&loose);
+    let refused = server.mesh.run_command(cmd);
+    refused.code(5);
+    assert!(
+        refused.error_line().contains("TLS key") && refused.error_line().contains("chmod 600"),
+        "{refused}"
+    );
+
+    let mut cmd = server.polis(&["router", "--listen", "127.0.0.1:0", "--tls-cert"]);
+    cmd.arg(&issued.cert).arg("--tls-key").arg(&issued.key);
+    let mut router = server.mesh.start(cmd);
+    assert!(router.line().contains(", tls:127.0.0.1:"), "{}", router.describe());
+    let record = wait_until(WAIT, &client.mesh.dir, "a router in office", || client.resolve());
+    let endpoint = record["endpoint"].as_str().unwrap().to_owned();
+    assert!(endpoint.starts_with("tls:127.0.0.1:"), "{record}");
+
+    let trusting = |ca: &std::path::Path, args: &[&str]| {
+        let mut cmd = client.polis(&["--tls-ca"]);
+        cmd.arg(ca).args(args);
+        client.mesh.run_command(cmd)
+    };
+    assert_eq!(trusting(&ca.cert(), &["call", "echo", "ping"]).code(0).stdout().trim(), "\"pong\"");
+    let status = trusting(&ca.cert(), &["status", "--json"]).code(0).json();
+    assert_eq!(status["router"]["pid"], record["pid"]);
+
+    let without = client.run(&["call", "echo", "ping"]);
+    without.code(5);
+    assert!(without.error_line().contains("serves TLS: give --tls-ca FILE"), "{without}");
+    let other = polis_testing::MeshCa::new(&cluster.dir().join("other-ca"));
+    let wrong = trusting(&other.cert(), &["call", "echo", "ping"]);
+    wrong.code(5);
+    assert!(wrong.error_line().contains("TLS with the router at 127.0.0.1:"), "{wrong}");
+
+    // The token in plain text does not get a plain-text answer.
+    let mut raw = std::net::TcpStream::connect(endpoint.strip_prefix("tls:").unwrap()).unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    raw.write_all(b"polis-auth tls-token\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"ok"), "a plain-text client got in: {answer:?}");
+
+    // A plain router is not called by a client that asks for TLS.
+    router.kill();
+    let mut plain = server.router();
+    assert!(plain.line().contains(", tcp:127.0.0.1:"), "{}", plain.describe());
+    wait_until(WAIT, &client.mesh.dir, "the plain router in office", || {
+        client.resolve().filter(|r| r["endpoint"].as_str().is_some_and(|e| e.starts_with("tcp:")))
+    });
+    let downgraded = trusting(&ca.cert(), &["call", "echo", "ping"]);
+    downgraded.code(5);
+    assert!(downgraded.error_line().contains("does not serve TLS, and --tls-ca asks for it"), "{downgraded}");
+}

@@ -118,8 +118,9 @@ enum Mode {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
-    /// A warm call over the router's TCP endpoint (a mesh on etcd) against
-    /// the same call over router.sock (prints the figures; see src/tcp.rs).
+    /// A warm call over the router's TCP endpoint (a mesh on etcd), plain
+    /// and with TLS, against the same call over router.sock (prints the
+    /// figures; see src/tcp.rs).
     Tcp {
         /// Where polis and polis-echo are [default: target/release].
         #[arg(long)]

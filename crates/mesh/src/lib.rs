@@ -23,6 +23,19 @@ pub mod codec;
 pub mod preamble;
 pub mod process;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
+/// Stand-ins for a build without the `tls` feature: none can be made, so
+/// a caller can only pass `None` where TLS is optional.
+#[cfg(not(feature = "tls"))]
+pub mod tls {
+    /// The router's TLS identity (this build has no TLS).
+    #[derive(Debug, Clone)]
+    pub enum ServerTls {}
+    /// A frontend's trusted mesh CA (this build has no TLS).
+    #[derive(Debug, Clone)]
+    pub enum ClientTls {}
+}
 pub mod transport;
 pub mod versions;
 

@@ -10,10 +10,13 @@
 use std::{io, path::Path, time::Duration};
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::transport::{LocalConn, PeerInfo};
+use crate::{
+    tls::{ClientTls, ServerTls},
+    transport::{LocalConn, PeerInfo},
+};
 
 /// The first bytes of an authenticating client.
 pub const AUTH: &str = "polis-auth ";
@@ -43,23 +46,7 @@ impl Token {
     /// control characters, is refused (the error names the file and why).
     pub fn read(path: &Path) -> io::Result<Self> {
         let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot read the token file {}: {e}", path.display()))
-                })?
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(refuse(format!(
-                    "the token file {} has mode {:03o}: others may read it; run `chmod 600 {}`",
-                    path.display(),
-                    mode & 0o777,
-                    path.display()
-                )));
-            }
-        }
+        check_private(path, "token file")?;
         let text = std::fs::read_to_string(path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot read the token file {}: {e}", path.display()))
         })?;
@@ -88,9 +75,33 @@ impl Token {
     }
 }
 
+/// Refuses a secret's file (`what`: "token file", "TLS key") that group or
+/// others may read, as SSH refuses a key.
+pub(crate) fn check_private(path: &Path, what: &str) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read the {what} {}: {e}", path.display())))?
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the {what} {} has mode {:03o}: others may read it; run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Router side: reads the client's preamble and answers it. `Ok(())`: the
 /// connection goes on; `Err`: it was refused (and told why), or broke.
-pub async fn check(stream: &mut tokio::net::TcpStream, token: &Token) -> io::Result<()> {
+pub async fn check<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &Token) -> io::Result<()> {
     let mut line = Vec::new();
     let read = {
         let mut reader = BufReader::new((&mut *stream).take(MAX_LINE));
@@ -116,14 +127,65 @@ pub async fn check(stream: &mut tokio::net::TcpStream, token: &Token) -> io::Res
     Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal))
 }
 
-/// Client side: connects to `addr`, authenticates with `token`, and gives
-/// the connection, ready for a frame session's preamble or gRPC. A refusal
-/// is a `PermissionDenied` error whose text is the router's
-/// (`UNAUTHENTICATED: …`).
-pub async fn connect(addr: &str, token: &Token) -> io::Result<LocalConn> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+/// Router side: a TCP client just accepted, let in: the TLS handshake
+/// when `tls` is given, then the token ([`check`]). The connection carries
+/// `peer`, the credentials the token proves.
+pub async fn admit(
+    stream: tokio::net::TcpStream,
+    token: &Token,
+    tls: Option<&ServerTls>,
+    peer: PeerInfo,
+) -> io::Result<LocalConn> {
+    match tls {
+        None => {
+            let mut stream = stream;
+            check(&mut stream, token).await?;
+            Ok(LocalConn::tcp(stream, peer))
+        }
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            let mut stream = tls.accept(stream).await?;
+            check(&mut stream, token).await?;
+            Ok(LocalConn::tls(stream, peer))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+    }
+}
+
+/// Client side: connects to `addr`, inside TLS when `tls` is given,
+/// authenticates with `token`, and gives the connection, ready for a frame
+/// session's preamble or gRPC. A refusal is a `PermissionDenied` error
+/// whose text is the router's (`UNAUTHENTICATED: …`).
+pub async fn connect(addr: &str, token: &Token, tls: Option<&ClientTls>) -> io::Result<LocalConn> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let peer = PeerInfo { uid: None, pid: None };
+    match tls {
+        None => {
+            let mut stream = stream;
+            authenticate(&mut stream, addr, token).await?;
+            Ok(LocalConn::tcp(stream, peer))
+        }
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            let mut stream = tls.connect(addr, stream).await?;
+            authenticate(&mut stream, addr, token).await?;
+            Ok(LocalConn::tls(stream, peer))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+    }
+}
+
+/// Sends the token and reads the router's answer.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &str,
+    token: &Token,
+) -> io::Result<()> {
     stream.write_all(format!("{AUTH}{}\n", token.0).as_bytes()).await?;
+    stream.flush().await?;
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     // Byte by byte: whatever follows the answer is the session's.
@@ -137,7 +199,7 @@ pub async fn connect(addr: &str, token: &Token) -> io::Result<LocalConn> {
         }
     }
     match std::str::from_utf8(&answer) {
-        Ok(OK) => Ok(LocalConn::tcp(stream, PeerInfo { uid: None, pid: None })),
+        Ok(OK) => Ok(()),
         Ok(text) if text.starts_with("UNAUTHENTICATED") => {
             Err(io::Error::new(io::ErrorKind::PermissionDenied, text.trim_end().to_owned()))
         }
@@ -151,14 +213,19 @@ pub async fn connect(addr: &str, token: &Token) -> io::Result<LocalConn> {
     }
 }
 
-/// A tonic channel to the router at `addr` over TCP, authenticated with
-/// `token`; it connects now, and again with the token when it breaks.
-pub async fn connect_channel(addr: &str, token: &Token) -> Result<Channel, tonic::transport::Error> {
+/// A tonic channel to the router at `addr` over TCP (inside TLS when
+/// `tls` is given), authenticated with `token`; it connects now, and again
+/// with the token when it breaks.
+pub async fn connect_channel(
+    addr: &str,
+    token: &Token,
+    tls: Option<ClientTls>,
+) -> Result<Channel, tonic::transport::Error> {
     let (addr, token) = (addr.to_owned(), token.clone());
     Endpoint::from_static("http://polis")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (addr, token) = (addr.clone(), token.clone());
-            async move { connect(&addr, &token).await.map(TokioIo::new) }
+            let (addr, token, tls) = (addr.clone(), token.clone(), tls.clone());
+            async move { connect(&addr, &token, tls.as_ref()).await.map(TokioIo::new) }
         }))
         .await
 }
@@ -187,7 +254,7 @@ mod tests {
                 rest
             }
         });
-        let mut conn = connect(&addr, &token).await.unwrap();
+        let mut conn = connect(&addr, &token, None).await.unwrap();
         conn.write_all(b"after").await.unwrap();
         assert_eq!(&server.await.unwrap(), b"after");
     }
@@ -203,7 +270,7 @@ mod tests {
             }
             refusals
         });
-        let err = connect(&addr, &Token::new("wrong")).await.unwrap_err();
+        let err = connect(&addr, &Token::new("wrong"), None).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(err.to_string(), "UNAUTHENTICATED: wrong token for this mesh's router");
         // A client without the preamble (gRPC's preface here) hears why.

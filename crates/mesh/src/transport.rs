@@ -93,6 +93,8 @@ pub struct LocalConn {
 enum Inner {
     Local(Stream),
     Tcp(tokio::net::TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::TlsStream<tokio::net::TcpStream>>),
 }
 
 impl LocalConn {
@@ -108,6 +110,12 @@ impl LocalConn {
     /// its token proved (the router's own user), or none on the client side.
     pub fn tcp(stream: tokio::net::TcpStream, peer: PeerInfo) -> Self {
         Self { inner: Inner::Tcp(stream), peer }
+    }
+
+    /// A TCP connection inside TLS, as [`LocalConn::tcp`].
+    #[cfg(feature = "tls")]
+    pub fn tls(stream: tokio_rustls::TlsStream<tokio::net::TcpStream>, peer: PeerInfo) -> Self {
+        Self { inner: Inner::Tls(Box::new(stream)), peer }
     }
 
     /// The peer's credentials.
@@ -153,6 +161,8 @@ macro_rules! either {
         match $inner {
             Inner::Local($s) => $body,
             Inner::Tcp($s) => $body,
+            #[cfg(feature = "tls")]
+            Inner::Tls($s) => $body,
         }
     };
 }

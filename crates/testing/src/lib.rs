@@ -44,6 +44,7 @@
 //! - [`mesh`]: the temp mesh, its hermetic environment and its manifests.
 //! - [`process`]: a process running in the background.
 //! - [`run`]: a command run to its end.
+//! - [`tls`]: a throwaway mesh CA (openssl) for TLS on a router's TCP endpoint.
 //! - [`procs`]: processes seen through `/proc`.
 //! - [`wait`]: polling with a deadline, and the listing shown on failure.
 //!
@@ -55,6 +56,7 @@ pub mod mesh;
 pub mod process;
 pub mod procs;
 pub mod run;
+pub mod tls;
 pub mod wait;
 
 use std::{ffi::OsStr, time::Duration};
@@ -63,6 +65,7 @@ pub use etcd::EtcdCluster;
 pub use mesh::TestMesh;
 pub use process::Process;
 pub use run::Run;
+pub use tls::MeshCa;
 pub use wait::{listing, wait_until};
 
 /// How long a harness step waits by default: generous, so that a loaded

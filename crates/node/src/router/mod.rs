@@ -170,7 +170,7 @@ pub async fn serve_remote(
     let listener = match remote {
         Some(remote) => {
             let addr = remote.listener.local_addr().ok();
-            let conns = tcp::door(remote.listener, remote.token, uid, stop_accepting.clone())
+            let conns = tcp::door(remote.listener, remote.token, remote.tls, uid, stop_accepting.clone())
                 .map_err(|source| Error::Bind { path: format!("tcp:{addr:?}").into(), source })?;
             tracing::info!("serving TCP at {addr:?} too");
             listener.with_others(conns)

@@ -6,6 +6,7 @@
 
 use polis_mesh::{
     tcp::{AUTH_TIMEOUT, Token},
+    tls::ServerTls,
     transport::{LocalConn, PeerInfo},
 };
 use tokio::sync::mpsc;
@@ -19,6 +20,8 @@ pub struct Remote {
     pub listener: std::net::TcpListener,
     /// The shared token clients must send.
     pub token: Token,
+    /// The router's certificate and key: TLS before the token, when given.
+    pub tls: Option<ServerTls>,
     /// The term's epoch in etcd: the fencing token, in place of the
     /// directory's.
     pub epoch: u64,
@@ -34,6 +37,7 @@ pub struct Remote {
 pub(crate) fn door(
     listener: std::net::TcpListener,
     token: Token,
+    tls: Option<ServerTls>,
     uid: u32,
     stop: CancellationToken,
 ) -> std::io::Result<mpsc::Receiver<LocalConn>> {
@@ -46,7 +50,7 @@ pub(crate) fn door(
                 accepted = listener.accept() => accepted,
                 () = stop.cancelled() => break,
             };
-            let (mut stream, peer) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!("accept failed on the router's TCP endpoint: {e}");
@@ -54,13 +58,15 @@ pub(crate) fn door(
                     continue;
                 }
             };
-            let (tx, token) = (tx.clone(), token.clone());
+            let (tx, token, tls) = (tx.clone(), token.clone(), tls.clone());
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                match tokio::time::timeout(AUTH_TIMEOUT, polis_mesh::tcp::check(&mut stream, &token)).await {
-                    Ok(Ok(())) => {
-                        // The token is the proof of being the mesh's user.
-                        let _ = tx.send(LocalConn::tcp(stream, PeerInfo { uid: Some(uid), pid: None })).await;
+                // The token is the proof of being the mesh's user.
+                let proven = PeerInfo { uid: Some(uid), pid: None };
+                let admitted = polis_mesh::tcp::admit(stream, &token, tls.as_ref(), proven);
+                match tokio::time::timeout(AUTH_TIMEOUT, admitted).await {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(conn).await;
                     }
                     Ok(Err(e)) => tracing::warn!("refused TCP client {peer}: {e}"),
                     Err(_) => tracing::warn!("refused TCP client {peer}: no token within {AUTH_TIMEOUT:?}"),
