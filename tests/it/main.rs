@@ -7,6 +7,9 @@ mod election;
 // The mesh on etcd: built with the `etcd` feature (CI's test command has it).
 #[cfg(feature = "etcd")]
 mod etcd;
+// Partitions of a host in a network namespace (needs root and iproute2).
+#[cfg(feature = "etcd")]
+mod etcd_partition;
 mod events;
 mod exec;
 mod frames;
