@@ -9,6 +9,9 @@ mod election;
 mod etcd;
 #[cfg(feature = "etcd")]
 mod etcd_commands;
+// Partitions of a host in a network namespace (needs root and iproute2).
+#[cfg(feature = "etcd")]
+mod etcd_partition;
 mod events;
 mod exec;
 mod frames;

@@ -10,6 +10,7 @@ pub(crate) const POLIS: &str = env!("CARGO_BIN_EXE_polis");
 pub(crate) const ECHO: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-echo");
 pub(crate) const COUNTER: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-counter");
 pub(crate) const RELAY: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-relay");
+pub(crate) const FENCE: &str = concat!(env!("CARGO_BIN_EXE_polis"), "-fence");
 
 /// A fresh hermetic temp mesh run by this package's `polis`.
 pub(crate) fn mesh() -> TestMesh {
@@ -43,7 +44,7 @@ pub(crate) fn examples() {
         }
         let build = polis_testing::Run::within(cmd, std::time::Duration::from_secs(600), None);
         assert!(build.status().success(), "cargo build -p polis-examples failed\n{build}");
-        for exe in [ECHO, COUNTER, RELAY] {
+        for exe in [ECHO, COUNTER, RELAY, FENCE] {
             assert!(Path::new(exe).is_file(), "{exe} was not built");
         }
     });

@@ -153,11 +153,29 @@ pub async fn admit(
     }
 }
 
+/// How long a client gives a router to take its connection, finish TLS
+/// and answer its token. A router cut off by a partition drops the SYN (or
+/// the token) silently, and TCP alone would try for two minutes; past this
+/// the router is taken as gone (`TimedOut`), and a frontend looks the
+/// router up again.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Client side: connects to `addr`, inside TLS when `tls` is given,
 /// authenticates with `token`, and gives the connection, ready for a frame
 /// session's preamble or gRPC. A refusal is a `PermissionDenied` error
-/// whose text is the router's (`UNAUTHENTICATED: …`).
+/// whose text is the router's (`UNAUTHENTICATED: …`); no answer within
+/// [`CONNECT_TIMEOUT`] is `TimedOut`.
 pub async fn connect(addr: &str, token: &Token, tls: Option<&ClientTls>) -> io::Result<LocalConn> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_now(addr, token, tls)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {addr} within {CONNECT_TIMEOUT:?} (is the router's machine reachable?)"),
+        )),
+    }
+}
+
+async fn connect_now(addr: &str, token: &Token, tls: Option<&ClientTls>) -> io::Result<LocalConn> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let peer = PeerInfo { uid: None, pid: None };
@@ -213,9 +231,19 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// How often a TCP channel pings its router (HTTP/2 PING), and how long it
+/// waits for the answer: a router cut off by a partition answers nothing,
+/// not even a reset, and a call in flight to it would wait for ever. With
+/// the pings it fails `UNAVAILABLE` instead, within about their sum.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// See [`PING_INTERVAL`].
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A tonic channel to the router at `addr` over TCP (inside TLS when
 /// `tls` is given), authenticated with `token`; it connects now, and again
-/// with the token when it breaks.
+/// with the token when it breaks. It pings the router while open
+/// ([`PING_INTERVAL`]), so that a router gone silent fails the calls in
+/// flight rather than hanging them.
 pub async fn connect_channel(
     addr: &str,
     token: &Token,
@@ -223,6 +251,9 @@ pub async fn connect_channel(
 ) -> Result<Channel, tonic::transport::Error> {
     let (addr, token) = (addr.to_owned(), token.clone());
     Endpoint::from_static("http://polis")
+        .http2_keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (addr, token, tls) = (addr.clone(), token.clone(), tls.clone());
             async move { connect(&addr, &token, tls.as_ref()).await.map(TokioIo::new) }
@@ -257,6 +288,21 @@ mod tests {
         let mut conn = connect(&addr, &token, None).await.unwrap();
         conn.write_all(b"after").await.unwrap();
         assert_eq!(&server.await.unwrap(), b"after");
+    }
+
+    /// A router whose machine is cut off: the connection is taken (by the
+    /// kernel's backlog) but nothing answers the token. The client gives up
+    /// rather than wait on TCP's own retries.
+    #[tokio::test]
+    async fn a_router_that_never_answers_the_token_times_out() {
+        let (listener, addr) = pair().await;
+        let err = tokio::time::timeout(Duration::from_secs(20), connect(&addr, &Token::new("t"), None))
+            .await
+            .expect("connect gave up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().starts_with(&format!("no answer from {addr} within 1s")), "{err}");
+        drop(listener);
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub struct Call {
     pub(super) params: Value,
     pub(super) caller: String,
     pub(super) config: Arc<Value>,
+    pub(super) epoch: u64,
     pub(super) deadline: Option<Instant>,
     pub(super) cancel: CancellationToken,
     /// This link's own calls to other services.
@@ -52,6 +53,15 @@ impl Call {
     /// The manifest's `[config]` table; `null` when there is none.
     pub fn config(&self) -> &Value {
         &self.config
+    }
+
+    /// The epoch of the router that routed this call (from its `Welcome`):
+    /// the fencing token of its term. A later router in office has a
+    /// greater epoch, so state kept outside the module (a file, a
+    /// database) can refuse writes from a deposed router by remembering
+    /// the greatest epoch that wrote (see `modules/fence`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// When the caller stops waiting, if it said.

@@ -123,7 +123,7 @@ impl Module {
             None => *record = self.publish(node_id, &welcome.router_id),
         }
 
-        let mut session = Session::start(self.clone(), writer, Arc::new(welcome.config));
+        let mut session = Session::start(self.clone(), writer, Arc::new(welcome.config), welcome.epoch);
         let end = session.serve(&mut reader).await;
         let result = match end {
             End::Shutdown(grace) => {

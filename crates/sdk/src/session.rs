@@ -42,6 +42,9 @@ pub(crate) enum End {
 pub(crate) struct Welcomed {
     /// The id of the router, for the node record and for re-attaching.
     pub(crate) router_id: String,
+    /// The router's epoch, its fencing token: a later router in office
+    /// has a greater one.
+    pub(crate) epoch: u64,
     /// The manifest's `[config]` table; `null` when there is none.
     pub(crate) config: Value,
 }
@@ -82,13 +85,15 @@ where
         serde_json::from_slice(&welcome.config_json)
             .map_err(|err| LinkError::Handshake(format!("the config in Welcome is not JSON: {err}")))?
     };
-    Ok(Welcomed { router_id: welcome.router_id, config })
+    Ok(Welcomed { router_id: welcome.router_id, epoch: welcome.epoch, config })
 }
 
 /// The state of one link after the handshake.
 pub(crate) struct Session {
     module: Module,
     config: Arc<Value>,
+    /// The epoch of this link's router, from `Welcome`.
+    epoch: u64,
     /// Frames to the router, written in order by the writer task.
     tx: mpsc::Sender<Frame>,
     writer: AbortOnDropHandle<()>,
@@ -106,7 +111,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn start<W>(module: Module, writer: FrameWriter<W>, config: Arc<Value>) -> Self
+    pub(crate) fn start<W>(module: Module, writer: FrameWriter<W>, config: Arc<Value>, epoch: u64) -> Self
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
@@ -118,6 +123,7 @@ impl Session {
         Self {
             module,
             config,
+            epoch,
             writer: AbortOnDropHandle::new(tokio::spawn(task)),
             writer_done,
             lost,
@@ -225,6 +231,7 @@ impl Session {
             params: Value::Null,
             caller,
             config: self.config.clone(),
+            epoch: self.epoch,
             deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms)),
             cancel: token.clone(),
             outgoing: self.outgoing.clone(),

@@ -104,6 +104,9 @@ fn test_module() -> (Module, Probe) {
     (module, Probe { gate, started, dropped })
 }
 
+/// The epoch the test router welcomes modules with.
+const EPOCH: u64 = 41;
+
 /// The router's end of a link to a module served in a task.
 struct Router {
     reader: FrameReader<ReadHalf<DuplexStream>>,
@@ -134,7 +137,7 @@ impl Router {
         };
         let welcome = Welcome {
             router_id: Uuid::new_v4().to_string(),
-            epoch: 1,
+            epoch: EPOCH,
             config_json: Bytes::from(config.to_owned()),
         };
         router.send(Kind::Welcome(welcome)).await;
@@ -246,6 +249,14 @@ async fn an_empty_config_is_null() {
     let (mut router, _) = Router::welcome(module, "").await;
     router.request(1, "config", Value::Null).await;
     assert_eq!(value(&router.reply().await), Value::Null);
+}
+
+#[tokio::test]
+async fn a_call_carries_the_epoch_of_the_router_that_welcomed_the_link() {
+    let module = Module::new("fenced", "0.1.0").method("epoch", |call: Call| async move { Ok(call.epoch()) });
+    let (mut router, _) = Router::welcome(module, "").await;
+    router.request(1, "epoch", Value::Null).await;
+    assert_eq!(value(&router.reply().await), json!(EPOCH));
 }
 
 #[tokio::test]

@@ -32,6 +32,9 @@ pub struct EtcdCluster {
     tmp: tempfile::TempDir,
     members: Vec<Member>,
     started: usize,
+    /// Addresses the members serve clients on besides loopback (the root
+    /// side of a [`crate::Netns`]'s link, for hosts in namespaces).
+    also_on: Vec<std::net::IpAddr>,
 }
 
 /// The etcd binary: `$POLIS_TEST_ETCD`, else `etcd` on `PATH`.
@@ -52,6 +55,14 @@ impl EtcdCluster {
     /// Starts `n` members and waits until the cluster has a leader.
     #[track_caller]
     pub fn start(n: usize) -> Self {
+        Self::start_on(n, &[])
+    }
+
+    /// [`EtcdCluster::start`], the members serving clients on the addresses
+    /// `also_on` too (on the same ports as on loopback), so that hosts in
+    /// network namespaces can reach them ([`EtcdCluster::url_at`]).
+    #[track_caller]
+    pub fn start_on(n: usize, also_on: &[std::net::IpAddr]) -> Self {
         let tmp = tempfile::Builder::new().prefix("etcd").tempdir_in("/tmp").expect("a temp dir");
         let ports = free_ports(2 * n);
         let members = (0..n)
@@ -62,7 +73,7 @@ impl EtcdCluster {
                 process: None,
             })
             .collect();
-        let mut cluster = Self { tmp, members, started: 0 };
+        let mut cluster = Self { tmp, members, started: 0, also_on: also_on.to_vec() };
         for i in 0..n {
             cluster.start_member(i);
         }
@@ -80,6 +91,14 @@ impl EtcdCluster {
         format!("etcd://{}/{prefix}?ttl={ttl}", self.endpoints())
     }
 
+    /// The discovery URL of [`EtcdCluster::url`], for a host that reaches
+    /// the members at `ip` (one of the addresses given to
+    /// [`EtcdCluster::start_on`]).
+    pub fn url_at(&self, ip: std::net::IpAddr, prefix: &str, ttl: u64) -> String {
+        let endpoints: Vec<String> = self.members.iter().map(|m| format!("{ip}:{}", m.client)).collect();
+        format!("etcd://{}/{prefix}?ttl={ttl}", endpoints.join(","))
+    }
+
     /// The temp dir holding the members' data dirs and logs.
     pub fn dir(&self) -> &Path {
         self.tmp.path()
@@ -95,13 +114,16 @@ impl EtcdCluster {
         let member = &self.members[i];
         let data = self.tmp.path().join(&member.name);
         let client = format!("http://127.0.0.1:{}", member.client);
+        let listen: Vec<String> = std::iter::once(client.clone())
+            .chain(self.also_on.iter().map(|ip| format!("http://{ip}:{}", member.client)))
+            .collect();
         let peer = format!("http://127.0.0.1:{}", member.peer);
         let mut cmd = crate::command(binary());
         cmd.arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-client-urls", &listen.join(","), "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial, "--initial-cluster-token", "polis-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])

@@ -41,6 +41,7 @@
 //!
 //! # Layout
 //! - [`etcd`]: a real etcd cluster on loopback, for a mesh across machines.
+//! - [`netns`]: network namespaces as hosts, whose link can be cut.
 //! - [`mesh`]: the temp mesh, its hermetic environment and its manifests.
 //! - [`process`]: a process running in the background.
 //! - [`run`]: a command run to its end.
@@ -53,6 +54,7 @@
 
 pub mod etcd;
 pub mod mesh;
+pub mod netns;
 pub mod process;
 pub mod procs;
 pub mod run;
@@ -63,6 +65,7 @@ use std::{ffi::OsStr, time::Duration};
 
 pub use etcd::EtcdCluster;
 pub use mesh::TestMesh;
+pub use netns::Netns;
 pub use process::Process;
 pub use run::Run;
 pub use tls::MeshCa;
