@@ -149,6 +149,18 @@ impl EtcdCluster {
         self.start_member(i);
     }
 
+    /// A running member that is not the raft leader: killing it costs the
+    /// cluster no election (killing the leader costs one, an election
+    /// timeout during which no lease is renewed).
+    #[track_caller]
+    pub fn follower(&mut self) -> usize {
+        self.wait_healthy();
+        let running = (0..self.members.len()).filter(|&i| self.members[i].process.is_some());
+        let followers: Vec<usize> =
+            running.filter(|&i| is_leader(self.members[i].client) == Some(false)).collect();
+        *followers.first().expect("a running member that is not the leader")
+    }
+
     /// Whether member `i` answers `/health` with a leader in the cluster.
     pub fn is_healthy(&self, i: usize) -> bool {
         health(self.members[i].client)
@@ -175,6 +187,21 @@ impl EtcdCluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// POST /v3/maintenance/status on a member's client port: whether it is
+/// the raft leader (its member id is the leader's), if it answers.
+fn is_leader(port: u16) -> Option<bool> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "POST /v3/maintenance/status HTTP/1.0\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    let (_, body) = reply.split_once("\r\n\r\n")?;
+    let status: serde_json::Value = serde_json::from_str(body).ok()?;
+    let (member, leader) = (status["header"]["member_id"].as_str()?, status["leader"].as_str()?);
+    Some(member == leader)
 }
 
 /// GET /health on a member's client port: `{"health":"true"}` once it sees a leader.
