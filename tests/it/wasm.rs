@@ -22,31 +22,44 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds `polis-wasm` (once per test binary) with the same cargo and
-/// profile; the router finds it beside `polis`.
+/// Builds `polis-wasm` and its compiler `polis-wasm-compile` (once per test
+/// binary) with the same cargo and profile; the router finds the host beside
+/// `polis`, and the host its compiler beside itself. Two cargo runs, so that
+/// the host is built without cranelift, as it ships (one run of both would
+/// unify wasmtime's features and link the compiler into the host too).
 fn host() -> &'static Path {
     static HOST: OnceLock<PathBuf> = OnceLock::new();
     HOST.get_or_init(|| {
-        let mut cmd = polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "-p", "polis-wasm", "--bin", "polis-wasm", "--manifest-path"])
-            .arg(repo().join("Cargo.toml"));
-        // The test binary is target/<profile>/deps/it-<hash>.
-        let exe = std::env::current_exe().expect("the test binary's path");
-        match exe.parent().and_then(Path::parent).and_then(Path::file_name).and_then(|p| p.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
+        for package in ["polis-wasm", "polis-wasm-compile"] {
+            cargo_build(package);
         }
-        let build = Run::within(cmd, Duration::from_secs(1200), None);
-        assert!(build.status().success(), "cargo build -p polis-wasm failed\n{build}");
         let host = Path::new(POLIS).with_file_name("polis-wasm");
         assert!(host.is_file(), "polis-wasm is not beside polis at {}", host.display());
+        assert!(
+            host.with_file_name("polis-wasm-compile").is_file(),
+            "no polis-wasm-compile beside {}",
+            host.display()
+        );
         host
     })
+}
+
+fn cargo_build(package: &str) {
+    let mut cmd = polis_testing::command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "-p", package, "--bin", package, "--manifest-path"]).arg(repo().join("Cargo.toml"));
+    // The test binary is target/<profile>/deps/it-<hash>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    match exe.parent().and_then(Path::parent).and_then(Path::file_name).and_then(|p| p.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let build = Run::within(cmd, Duration::from_secs(1200), None);
+    assert!(build.status().success(), "cargo build -p {package} failed\n{build}");
 }
 
 /// Compiles the C file `source` to a WASI module (cached by name in

@@ -5,9 +5,16 @@
 //! touched.
 //!
 //! ```sh
-//! cargo build --release -p polis -p polis-wasm
-//! cargo run --release -p polis-bench -- wasm --bin-dir target/release
+//! cargo build --release -p polis -p polis-bench
+//! cargo build --release -p polis-wasm           # alone: runtime-only, see below
+//! cargo build --release -p polis-wasm-compile
+//! target/release/polis-bench wasm --bin-dir target/release
 //! ```
+//!
+//! `polis-wasm` must be built by a cargo run of its own: built together
+//! with `polis-wasm-compile`, cargo unifies wasmtime's features and links
+//! cranelift into the host too, which then starts slower than it ships. The
+//! table's last row gives the host's size, to tell the two apart.
 //!
 //! It needs `cc` and Zig's C compiler (`python3 -m pip install ziglang`).
 
@@ -33,7 +40,10 @@ const COLD: usize = 20;
 /// Builds both modules, measures, prints.
 pub(crate) fn run(bin_dir: &Path) -> anyhow::Result<()> {
     let polis = bin_dir.join("polis");
-    ensure!(bin_dir.join("polis-wasm").is_file(), "no polis-wasm in {}: build it first", bin_dir.display());
+    for bin in ["polis-wasm", "polis-wasm-compile"] {
+        ensure!(bin_dir.join(bin).is_file(), "no {bin} in {}: build it first", bin_dir.display());
+    }
+    let host_size = std::fs::metadata(bin_dir.join("polis-wasm"))?.len();
     let mesh = TestMesh::new(&polis)?;
     let source = crate::setup::workspace().join("modules/wasm-echo/wasm-echo.c");
     let wasm = mesh.root().join("wasm-echo.wasm");
@@ -110,6 +120,7 @@ pub(crate) fn run(bin_dir: &Path) -> anyhow::Result<()> {
             mib(cached_anon)
         );
         println!("| idle RSS after the first (compiling) start | | {} | | |", mib(compiled_rss));
+        println!("| polis-wasm binary (runtime-only when built alone) | | {:.1} MB | | |", host_size as f64 / 1e6);
         anyhow::Ok(())
     })?;
     let stop = mesh.run(&["stop"]);

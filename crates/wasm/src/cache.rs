@@ -1,10 +1,13 @@
 //! Compiled modules on disk, so that a second cold start does not compile.
 //!
-//! A compiled module is `<cache>/<sha256 of the .wasm>-<engine hash>.cwasm`,
-//! written by `Module::serialize` to a temp file and renamed into place.
-//! The engine hash (`Engine::precompile_compatibility_hash`) changes with
-//! wasmtime's version and with every setting that changes the code, so a
-//! stale entry is never loaded; it is only left behind.
+//! A compiled module is `<cache>/<sha256 of the .wasm>-<settings hash>.cwasm`,
+//! the output of `polis-wasm-compile` (compile.rs) written to a temp file
+//! and renamed into place. The settings hash is that of
+//! `engine::FINGERPRINT` (this binary has no compiler, so wasmtime's own
+//! `precompile_compatibility_hash` is not in it); wasmtime checks each file's
+//! header against the engine when it loads it, so an entry made with other
+//! settings or another wasmtime is never run: it fails that check and is
+//! compiled again and replaced.
 //!
 //! The directory is `--cache-dir`, else `$XDG_CACHE_HOME/polis/wasm`, else
 //! `~/.cache/polis/wasm`; it is made 0700 and used only if this user owns
@@ -22,6 +25,8 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
+use crate::engine::FINGERPRINT;
+
 /// The default cache directory, from the environment.
 pub(crate) fn default_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -30,11 +35,12 @@ pub(crate) fn default_dir() -> Option<PathBuf> {
 }
 
 /// Where `bytes` would be cached in `dir`.
-fn entry(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
+fn entry(dir: &Path, bytes: &[u8]) -> PathBuf {
     let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // DefaultHasher::new() is SipHash with fixed keys: the same in every run.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
+    FINGERPRINT.hash(&mut hasher);
     dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()))
 }
 
@@ -64,17 +70,18 @@ pub(crate) fn load(engine: &Engine, path: &Path, dir: Option<&Path>) -> anyhow::
             None
         }
     });
-    let cached = dir.map(|d| entry(engine, d, &bytes));
+    let cached = dir.map(|d| entry(d, &bytes));
     if let Some(cached) = cached.as_deref()
         && cached.is_file()
     {
         // SAFETY: wasmtime runs a deserialized module's native code as is,
-        // so the file must be one that `Module::serialize` wrote. It is: the
-        // cache directory is private to this user (checked above), entries
-        // are only ever written by `store` below (a temp file renamed into
-        // place, so never half-written), and the name carries the hash of
-        // the `.wasm` and of the engine's settings, which wasmtime checks
-        // again against the file's header.
+        // so the file must be one that wasmtime's serializer wrote. It is:
+        // the cache directory is private to this user (checked above),
+        // entries are only ever written by `store` below (a temp file
+        // renamed into place, so never half-written) with what our own
+        // compiler printed, and the name carries the hash of the `.wasm` and
+        // of the engine's settings, which wasmtime checks again against the
+        // file's header.
         #[allow(unsafe_code)]
         let module = unsafe { Module::deserialize_file(engine, cached) };
         match module {
@@ -86,24 +93,26 @@ pub(crate) fn load(engine: &Engine, path: &Path, dir: Option<&Path>) -> anyhow::
         }
     }
     let started = Instant::now();
-    let module = Module::new(engine, &bytes)
-        .map_err(|e| anyhow::anyhow!("{name} is not a valid WebAssembly module: {e:#}"))?;
+    let code = crate::compile::compile(path, &bytes)?;
     eprintln!("polis-wasm: compiled {name} in {} ms", started.elapsed().as_millis());
-    if let Some(cached) = cached
-        && let Err(e) = store(&module, &cached)
+    if let Some(cached) = cached.as_deref()
+        && let Err(e) = store(&code, cached)
     {
         eprintln!("polis-wasm: cannot cache compiled code at {}: {e:#}", cached.display());
     }
-    Ok(module)
+    // SAFETY: as above: `code` is what our own compiler printed just now,
+    // and wasmtime checks its header against this engine.
+    #[allow(unsafe_code)]
+    let module = unsafe { Module::deserialize(engine, &code) };
+    module.context("cannot load the code the compiler made")
 }
 
-fn store(module: &Module, path: &Path) -> anyhow::Result<()> {
-    let code = module.serialize()?;
+fn store(code: &[u8], path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().expect("a cache entry lives in the cache directory");
     let temp =
         dir.join(format!(".{}.{}", std::process::id(), path.file_name().unwrap_or_default().display()));
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-    let written = file.write_all(&code).and_then(|()| file.sync_all());
+    let written = file.write_all(code).and_then(|()| file.sync_all());
     if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
         let _ = std::fs::remove_file(&temp);
         return Err(e.into());

@@ -14,8 +14,12 @@
 //!
 //! A module that computes without reading its input for `--cancel-grace-ms`
 //! after the router cancelled a call is interrupted (epoch interruption,
-//! checked by a timer thread), and the host exits 1, so that the router's
-//! restart policy takes over.
+//! checked by a timer started at the first cancel), and the host exits 1,
+//! so that the router's restart policy takes over.
+//!
+//! This binary only loads compiled code (wasmtime without cranelift, so
+//! that a cold start maps and relocates a small binary): on a cache miss it
+//! runs `polis-wasm-compile` (crates/wasm-compile), see compile.rs.
 //!
 //! Exit status: the guest's own (`proc_exit`), 1 for a trap or an
 //! interrupt, 78 (`EX_CONFIG`) when the module cannot be loaded at all: not
@@ -25,13 +29,15 @@
 //! This crate is the only one that links wasmtime; nothing of polis links it.
 
 mod cache;
+mod compile;
+mod engine;
 mod stdin;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use wasmtime::{Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{DirPerms, FilePerms, I32Exit, WasiCtxBuilder, p1::WasiP1Ctx};
 
 /// The exit status of a module that cannot be loaded (sysexits' EX_CONFIG).
@@ -119,9 +125,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         "frames" => stdin::Protocol::Frames,
         other => return Err(Failure::Load(anyhow::anyhow!("unknown protocol {other:?}"))),
     };
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    let engine = Engine::new(&config).map_err(Failure::Load)?;
+    let engine = Engine::new(&engine::config()).map_err(Failure::Load)?;
     let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(cache::default_dir) };
     let module = cache::load(&engine, &args.module, cache_dir.as_deref()).map_err(Failure::Load)?;
 
@@ -149,13 +153,32 @@ fn run(args: &Args) -> Result<(), Failure> {
         Ok(UpdateDeadline::Continue(1))
     });
     store.set_epoch_deadline(1);
+
+    // One current-thread runtime for all of wasmtime-wasi's async insides,
+    // driven by the stdin thread (stdin.rs) and entered here on the guest's
+    // thread: wasmtime-wasi uses the runtime it finds entered, and would
+    // otherwise start its own multi-threaded one (two more threads at every
+    // start). File I/O then runs on the guest's thread, which only ever
+    // waits for its own call anyway, rather than on tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Load(anyhow::Error::new(e).context("cannot start the I/O runtime")))?;
+    let handle = runtime.handle().clone();
+    let _entered = handle.enter();
+    // The epoch only needs to tick once a cancel is pending: until then no
+    // guest can be stuck, so the ticker (a task on that runtime) starts then.
     let ticker = engine.clone();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(TICK);
-            ticker.increment_epoch();
-        }
-    });
+    let tick_on = handle.clone();
+    let start_ticker = move || {
+        tick_on.spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            loop {
+                every.tick().await;
+                ticker.increment_epoch();
+            }
+        });
+    };
 
     let instance = linker
         .instantiate(&mut store, &module)
@@ -163,7 +186,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|_| Failure::Load(anyhow::anyhow!("it exports no `_start`: build a WASI command module")))?;
-    stdin::pump(shared, protocol);
+    stdin::pump(runtime, shared, protocol, start_ticker);
     match start.call(&mut store, ()) {
         Ok(()) => Ok(()),
         Err(e) => match e.downcast_ref::<I32Exit>() {
@@ -194,6 +217,7 @@ fn check_imports(module: &Module, linker: &Linker<Guest>, store: &mut Store<Gues
 fn sandbox(args: &Args, stdin: stdin::GuestStdin) -> anyhow::Result<WasiP1Ctx> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdin(stdin).inherit_stdout().inherit_stderr();
+    wasi.allow_blocking_current_thread(true);
     wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
     wasi.socket_addr_check(|_, _| Box::pin(async { false }));
     let argv0 = args.name.clone().unwrap_or_else(|| {

@@ -1,5 +1,6 @@
 //! The guest's stdin: the host's stdin, read by a thread of the host, and
-//! watched for cancels.
+//! watched for cancels. That thread also drives the tokio runtime on which
+//! the guest's WASI calls run (see `pump`).
 //!
 //! A WASI module is single-threaded: while it computes it does not read,
 //! so it never sees the `$/cancel` (JSON-RPC) or `Cancel` frame the router
@@ -16,7 +17,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use rustix::fs::{FileType, OFlags};
+use tokio::{io::unix::AsyncFd, sync::Notify};
 use wasmtime_wasi::{
     async_trait,
     cli::{IsTerminal, StdinStream},
@@ -73,23 +75,94 @@ impl Shared {
     }
 }
 
-/// Starts the thread that reads the host's stdin into `shared`.
-pub(crate) fn pump(shared: Arc<Shared>, protocol: Protocol) {
+/// Starts the thread that reads the host's stdin into `shared`, calling
+/// `first_cancel` once, when the first cancel arrives (before the guest can
+/// see it). The thread drives `runtime` for the rest of the host's life:
+/// the guest's WASI calls run on it (main.rs enters its handle on the
+/// guest's thread), so its timers and I/O need a thread that polls them,
+/// and this one is otherwise idle in epoll. Without it wasmtime-wasi would
+/// start a multi-threaded tokio runtime of its own, two more threads.
+pub(crate) fn pump(
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+    first_cancel: impl FnOnce() + Send + 'static,
+) {
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut scanner = Scanner::new(protocol);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let cancels = scanner.feed(&chunk[..n]);
-                    shared.push(&chunk[..n], cancels);
+        runtime.block_on(async move {
+            let mut input = Input::new();
+            let mut scanner = Scanner::new(protocol);
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut first_cancel = Some(first_cancel);
+            loop {
+                match input.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let cancels = scanner.feed(&chunk[..n]);
+                        if cancels && let Some(first) = first_cancel.take() {
+                            first();
+                        }
+                        shared.push(&chunk[..n], cancels);
+                    }
                 }
             }
-        }
-        shared.close();
+            shared.close();
+            std::future::pending::<()>().await
+        });
     });
+}
+
+/// The host's stdin, read without blocking the runtime's thread: through
+/// epoll when it is a pipe or a socket (as the router gives), else as it
+/// is: a file's reads never wait, and a terminal's (polis-wasm run by hand)
+/// hold the runtime's timers up until a line is typed.
+enum Input {
+    Polled(AsyncFd<std::io::Stdin>),
+    Plain(std::io::Stdin),
+}
+
+impl Input {
+    fn new() -> Self {
+        let stdin = std::io::stdin();
+        // Only a pipe or a socket: O_NONBLOCK is on the open file
+        // description, which for those only this process reads (the
+        // router keeps the other end); a terminal's is the shell's too.
+        let pipe = rustix::fs::fstat(&stdin)
+            .is_ok_and(|st| matches!(FileType::from_raw_mode(st.st_mode), FileType::Fifo | FileType::Socket));
+        let flags = match rustix::fs::fcntl_getfl(&stdin) {
+            Ok(flags) if pipe => flags,
+            _ => return Self::Plain(stdin),
+        };
+        if rustix::fs::fcntl_setfl(&stdin, flags | OFlags::NONBLOCK).is_err() {
+            return Self::Plain(stdin);
+        }
+        // SAFETY: `register` needs the descriptor to stay open and the same
+        // file for the AsyncFd's life: it is fd 0, which nothing in this
+        // process closes or replaces (the guest has no access to it: it
+        // reads `Shared`), and the AsyncFd lives until the process exits.
+        #[allow(unsafe_code)]
+        let registered = unsafe { AsyncFd::register(std::io::stdin()) };
+        match registered {
+            Ok(fd) => Self::Polled(fd),
+            Err(_) => {
+                let _ = rustix::fs::fcntl_setfl(&stdin, flags);
+                Self::Plain(stdin)
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(stdin) => stdin.lock().read(buf),
+            Self::Polled(fd) => loop {
+                let mut ready = fd.readable().await?;
+                match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *buf)?)) {
+                    Ok(read) => return read,
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
 }
 
 /// Finds cancels in the byte stream, across chunk boundaries.
