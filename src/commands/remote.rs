@@ -61,10 +61,7 @@ pub(super) async fn run(
     match cli.command {
         Command::Router(args) => router(mesh, modules_path, &args, address, token()?).await,
         Command::Call(args) => call(&address, &creds()?, &args).await,
-        Command::Status(args) => {
-            let channel = router_channel(&address, &creds()?, true).await?;
-            super::status::status_of(polis_mesh::pb::admin_client::AdminClient::new(channel), args.json).await
-        }
+        Command::Status(args) => super::status::status_of(admin(&address, &creds()?).await?, args.json).await,
         Command::Resolve { name } => {
             let etcd = connect(&address).await?;
             match etcd.resolve(&name).await.map_err(unavailable)? {
