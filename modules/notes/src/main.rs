@@ -21,6 +21,7 @@ mod index;
 mod norg;
 mod notes;
 mod queries;
+mod rank;
 mod snippet;
 mod sql;
 mod watch;
@@ -65,7 +66,7 @@ async fn main() -> ExitCode {
             if limit == 0 || limit > 1000 {
                 return Err(ModuleError::invalid_argument("search: `limit` must be 1 to 1000"));
             }
-            blocking(move || queries::search(&notes.reader(), &q, workspace.as_deref(), limit)).await
+            blocking(move || notes.search(&q, workspace.as_deref(), limit)).await
         })
         .stream("files", |call: Call, items: Items| async move {
             let notes = notes(&call).await?;

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use crate::{
     db,
     index::{self, Limits, Progress, Summary},
+    queries,
+    rank::{self, Ranker},
     watch::Watcher,
     workspace::Workspace,
 };
@@ -87,6 +89,9 @@ pub(crate) struct Notes {
     writer: Mutex<Connection>,
     /// The connection the read methods share (WAL: never blocked by the writer).
     reader: Mutex<Connection>,
+    /// What `search` ranks with: the notes' lengths, read through `reader`
+    /// (always locked after it).
+    ranker: Mutex<Ranker>,
     workspaces: Mutex<BTreeMap<String, Workspace>>,
     /// Said once, kept for `workspaces`: an index rebuilt, a workspace missing.
     warnings: Mutex<Vec<String>>,
@@ -108,11 +113,13 @@ impl Notes {
         let mut warnings = Vec::new();
         let writer = db::open(&index_path, &mut warnings)?;
         let reader = db::open_read_only(&index_path).map_err(|e| format!("cannot open the index: {e}"))?;
+        rank::register(&reader).map_err(|e| format!("cannot open the index: {e}"))?;
         let notes = Arc::new(Notes {
             config: config.clone(),
             index_path,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            ranker: Mutex::default(),
             workspaces: Mutex::new(BTreeMap::new()),
             warnings: Mutex::new(warnings),
             parsed: AtomicU64::new(0),
@@ -228,6 +235,17 @@ impl Notes {
     /// The shared read connection.
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
         lock(&self.reader)
+    }
+
+    /// `search`, on the shared reader and its ranker.
+    pub(crate) fn search(
+        &self,
+        q: &str,
+        workspace: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Value>, ModuleError> {
+        let reader = self.reader();
+        queries::search(&reader, &mut lock(&self.ranker), q, workspace, limit)
     }
 
     /// One incremental pass over `ws`.

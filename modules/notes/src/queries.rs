@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     norg,
+    rank::{Ranked, Ranker},
     snippet::{self, Term},
     workspace::Workspace,
 };
@@ -70,10 +71,10 @@ pub(crate) fn find_file(
     }
 }
 
-/// The user's words as an FTS5 query: each word a quoted term (all must
+/// The user's words as FTS5 phrases: each word a quoted term (all must
 /// match), a trailing `*` a prefix.
-pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<Term>)> {
-    let mut query = Vec::new();
+pub(crate) fn fts_phrases(q: &str) -> Option<(Vec<String>, Vec<Term>)> {
+    let mut phrases = Vec::new();
     let mut terms = Vec::new();
     for word in q.split_whitespace() {
         let (word, prefix) = match word.strip_suffix('*') {
@@ -84,50 +85,46 @@ pub(crate) fn fts_query(q: &str) -> Option<(String, Vec<Term>)> {
             continue;
         }
         terms.push(Term { word: word.to_lowercase(), prefix });
-        query.push(format!("\"{}\"{}", word.replace('"', "\"\""), if prefix { "*" } else { "" }));
+        phrases.push(format!("\"{}\"{}", word.replace('"', "\"\""), if prefix { "*" } else { "" }));
     }
-    (!query.is_empty()).then(|| (query.join(" "), terms))
+    (!phrases.is_empty()).then_some((phrases, terms))
 }
 
 /// `search {q, workspace?, limit?}`: files matching every word, best first
 /// (bm25, the title weighing more, ties by path), with the first line
 /// holding a word and a highlighted snippet of it.
 ///
-/// FTS5 sorts by `rank` itself and hands the rows over in that order, so
-/// only the rows taken are read: ordering by `bm25(…), path` in SQL made
-/// SQLite compute every column of every match before sorting. Rows are
-/// read past `limit` while the rank ties, so that ties are broken by path.
-/// The snippet is cut from the hit's line (`snippet.rs`); FTS5's own
-/// `snippet()`, which tokenizes the whole note, is asked only for a hit
-/// that the line search cannot see.
+/// The ranking is `rank.rs`'s (FTS5's bm25 from lengths held in memory);
+/// only the hits kept are read, in the same read transaction, so that
+/// ranks and hits are of one snapshot of the index. The snippet is cut
+/// from the hit's line (`snippet.rs`); FTS5's own `snippet()`, which
+/// tokenizes the whole note, is asked only for a hit that the line search
+/// cannot see.
 pub(crate) fn search(
     conn: &Connection,
+    ranker: &mut Ranker,
     q: &str,
     workspace: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Value>, ModuleError> {
-    let (query, terms) =
-        fts_query(q).ok_or_else(|| ModuleError::invalid_argument("search: `q` has no words to look for"))?;
-    let mut stmt = conn
+    let (phrases, terms) = fts_phrases(q)
+        .ok_or_else(|| ModuleError::invalid_argument("search: `q` has no words to look for"))?;
+    let snapshot = conn.unchecked_transaction().map_err(db)?;
+    let ranked = ranker.best(&snapshot, &phrases, workspace, limit as usize).map_err(db)?;
+    let mut stmt = snapshot
         .prepare_cached(
-            "SELECT f.workspace, f.path, f.title, fts.rowid, fts.rank, fts.body \
-             FROM fts JOIN files f ON f.id = fts.rowid \
-             WHERE fts MATCH ?1 AND fts.rank MATCH 'bm25(5.0, 1.0)' AND (?2 IS NULL OR f.workspace = ?2) \
-             ORDER BY fts.rank",
+            "SELECT f.workspace, f.path, f.title, fts.body FROM files f, fts \
+             WHERE f.id = ?1 AND fts.rowid = ?1",
         )
         .map_err(db)?;
-    let mut rows = stmt.query(params![query, workspace]).map_err(db)?;
-    let limit = limit as usize;
-    let mut hits: Vec<(f64, String, Value)> = Vec::new();
-    while let Some(r) = rows.next().map_err(db)? {
-        let rank: f64 = r.get(4).map_err(db)?;
-        if hits.len() >= limit && hits.last().is_some_and(|(last, _, _)| *last != rank) {
-            break;
-        }
-        let body = r.get_ref(5).map_err(db)?.as_str().map_err(|e| db(e.into()))?;
+    let mut hits: Vec<(f64, String, Value)> = Vec::with_capacity(ranked.len());
+    for Ranked { rowid, rank } in ranked {
+        let mut rows = stmt.query([rowid]).map_err(db)?;
+        let Some(r) = rows.next().map_err(db)? else { continue };
+        let body = r.get_ref(3).map_err(db)?.as_str().map_err(|e| db(e.into()))?;
         let (line, snippet) = match snippet::first_hit(body, &terms) {
             Some(found) => found,
-            None => (1, fts_snippet(conn, &query, r.get(3).map_err(db)?)?),
+            None => (1, fts_snippet(&snapshot, &phrases.join(" "), rowid)?),
         };
         let path: String = r.get(1).map_err(db)?;
         let hit = json!({
@@ -140,8 +137,10 @@ pub(crate) fn search(
         });
         hits.push((rank, path, hit));
     }
+    drop(stmt);
+    snapshot.commit().map_err(db)?;
     hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(hits.into_iter().take(limit).map(|(_, _, hit)| hit).collect())
+    Ok(hits.into_iter().take(limit as usize).map(|(_, _, hit)| hit).collect())
 }
 
 /// FTS5's snippet of one matching note, for a hit [`snippet::first_hit`]
