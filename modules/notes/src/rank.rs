@@ -46,7 +46,13 @@ struct Doc {
 pub(crate) struct Ranker {
     /// `PRAGMA data_version` when `docs` was read; `None` before.
     version: Option<i64>,
-    docs: HashMap<i64, Doc>,
+    /// By rowid (`files.id`, from 1 up, so dense): a lookup per match is
+    /// an index, not a hash.
+    docs: Vec<Option<Doc>>,
+    /// Rowids past [`MAX_DENSE`] (only SQL run by hand makes them).
+    sparse: HashMap<i64, Doc>,
+    /// The notes in `docs` and `sparse`.
+    count: usize,
     workspaces: Vec<String>,
     total_tokens: u64,
 }
@@ -105,7 +111,7 @@ impl Ranker {
         };
         if let Some(name) = workspace {
             let index = self.workspaces.iter().position(|w| w == name).map(|i| i as u32);
-            ranked.retain(|r| self.docs.get(&r.rowid).map(|d| d.workspace) == index);
+            ranked.retain(|r| self.doc(r.rowid).map(|d| d.workspace) == index);
         }
         ranked.sort_by(|a, b| a.rank.total_cmp(&b.rank));
         if let Some(last) = ranked.get(limit.saturating_sub(1)).map(|r| r.rank) {
@@ -118,7 +124,7 @@ impl Ranker {
     /// BM25 of each row from its phrase frequencies (`width` a row) and
     /// the document count of each phrase, as FTS5's `fts5Bm25Function`.
     fn score(&self, rowids: &[i64], freqs: &[f64], counts: &[u64]) -> Vec<Ranked> {
-        let n = self.docs.len().max(1) as f64;
+        let n = self.count.max(1) as f64;
         let avgdl = (self.total_tokens as f64 / n).max(f64::MIN_POSITIVE);
         let idf: Vec<f64> = counts
             .iter()
@@ -131,7 +137,7 @@ impl Ranker {
             .iter()
             .zip(freqs.chunks_exact(counts.len()))
             .map(|(&rowid, freq)| {
-                let d = self.docs.get(&rowid).map_or(avgdl, |doc| f64::from(doc.tokens));
+                let d = self.doc(rowid).map_or(avgdl, |doc| f64::from(doc.tokens));
                 let score: f64 = idf
                     .iter()
                     .zip(freq)
@@ -149,6 +155,8 @@ impl Ranker {
             return Ok(());
         }
         self.docs.clear();
+        self.sparse.clear();
+        self.count = 0;
         self.workspaces.clear();
         self.total_tokens = 0;
         let mut names: HashMap<String, u32> = HashMap::new();
@@ -169,13 +177,35 @@ impl Ranker {
                 }
             };
             self.total_tokens += tokens;
-            self.docs
-                .insert(row.get(0)?, Doc { tokens: u32::try_from(tokens).unwrap_or(u32::MAX), workspace });
+            let doc = Doc { tokens: u32::try_from(tokens).unwrap_or(u32::MAX), workspace };
+            let rowid: i64 = row.get(0)?;
+            match usize::try_from(rowid).ok().filter(|&i| i <= MAX_DENSE) {
+                Some(slot) => {
+                    if slot >= self.docs.len() {
+                        self.docs.resize(slot + 1, None);
+                    }
+                    self.docs[slot] = Some(doc);
+                }
+                None => {
+                    self.sparse.insert(rowid, doc);
+                }
+            }
+            self.count += 1;
         }
         self.version = Some(version);
         Ok(())
     }
+
+    fn doc(&self, rowid: i64) -> Option<&Doc> {
+        match usize::try_from(rowid).ok().filter(|&i| i <= MAX_DENSE) {
+            Some(slot) => self.docs.get(slot)?.as_ref(),
+            None => self.sparse.get(&rowid),
+        }
+    }
 }
+
+/// The largest rowid [`Ranker`] keeps in its table (48 MiB of it at most).
+const MAX_DENSE: usize = 1 << 22;
 
 /// The notes matching one phrase: its document count, for its IDF.
 fn count(conn: &Connection, phrase: &str) -> rusqlite::Result<u64> {
@@ -426,6 +456,19 @@ mod tests {
                 .collect()
         };
         assert_same(&got, &want);
+    }
+
+    #[test]
+    fn a_note_of_a_far_rowid_is_ranked_and_filtered_as_the_others() {
+        let conn = index(&notes());
+        let far = (MAX_DENSE as i64) * 4 + 1;
+        conn.execute("INSERT INTO files VALUES (?1, 'w')", [far]).unwrap();
+        conn.execute("INSERT INTO fts (rowid, title, body) VALUES (?1, 'far', 'apple far away')", [far])
+            .unwrap();
+        assert_same(&ours(&conn, &["\"apple\""], None), &fts5(&conn, "\"apple\""));
+        let odd: Vec<_> = fts5(&conn, "\"apple\"").into_iter().filter(|(id, _)| id % 2 == 1).collect();
+        assert!(odd.iter().any(|(id, _)| *id == far));
+        assert_same(&ours(&conn, &["\"apple\""], Some("w")), &odd);
     }
 
     #[test]
