@@ -88,28 +88,54 @@ pub(crate) fn pump(
     protocol: Protocol,
     first_cancel: impl FnOnce() + Send + 'static,
 ) {
+    let mut reader = Reader { shared, scanner: Scanner::new(protocol), first_cancel: Some(first_cancel) };
+    let mut chunk = vec![0u8; 64 * 1024];
+    // What the router wrote before this process got here (the handshake,
+    // and on a cold call the call itself) is read now, on the guest's
+    // thread, so that its first read does not wait for the new thread to be
+    // scheduled and to hand the bytes over.
+    // AsyncFd registers with the runtime it finds entered.
+    let mut input = {
+        let _entered = runtime.enter();
+        Input::new()
+    };
+    let mut open = true;
+    match input.read_now(&mut chunk) {
+        Some(0) => open = false,
+        Some(n) => reader.deliver(&chunk[..n]),
+        None => {}
+    }
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            let mut input = Input::new();
-            let mut scanner = Scanner::new(protocol);
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut first_cancel = Some(first_cancel);
-            loop {
+            while open {
                 match input.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let cancels = scanner.feed(&chunk[..n]);
-                        if cancels && let Some(first) = first_cancel.take() {
-                            first();
-                        }
-                        shared.push(&chunk[..n], cancels);
-                    }
+                    Ok(0) | Err(_) => open = false,
+                    Ok(n) => reader.deliver(&chunk[..n]),
                 }
             }
-            shared.close();
+            reader.shared.close();
+            // The runtime is still the guest's, for its WASI calls.
             std::future::pending::<()>().await
         });
     });
+}
+
+/// Hands what stdin gave to the guest, watching it for cancels.
+struct Reader<F> {
+    shared: Arc<Shared>,
+    scanner: Scanner,
+    /// Called at the first cancel, before the guest can see it.
+    first_cancel: Option<F>,
+}
+
+impl<F: FnOnce()> Reader<F> {
+    fn deliver(&mut self, bytes: &[u8]) {
+        let cancels = self.scanner.feed(bytes);
+        if cancels && let Some(first) = self.first_cancel.take() {
+            first();
+        }
+        self.shared.push(bytes, cancels);
+    }
 }
 
 /// The host's stdin, read without blocking the runtime's thread: through
@@ -148,6 +174,15 @@ impl Input {
                 let _ = rustix::fs::fcntl_setfl(&stdin, flags);
                 Self::Plain(stdin)
             }
+        }
+    }
+
+    /// What a pipe or socket holds already, without waiting: `None` when
+    /// it holds nothing yet (or is something else, which could wait).
+    fn read_now(&self, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Self::Polled(fd) => rustix::io::read(fd.get_ref(), buf).ok(),
+            Self::Plain(_) => None,
         }
     }
 
