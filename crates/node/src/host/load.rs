@@ -146,7 +146,12 @@ impl Host {
     async fn start(self: &Arc<Self>, manifest: &Manifest) -> Result<Arc<Instance>, Status> {
         let node_id = Uuid::new_v4().to_string();
         let log = self.mesh.logs_dir().join(format!("{}.log", manifest.name));
-        let env = SpawnEnv { mesh_dir: self.mesh.root(), node_id: &node_id, log: &log };
+        let env = SpawnEnv {
+            mesh_dir: self.mesh.root(),
+            node_id: &node_id,
+            log: &log,
+            extra: &self.config.module_env,
+        };
         let spawn::Launched { mut stdin, stdout, mut child } =
             self.launcher.launch(manifest, &env).map_err(|e| {
                 Status::failed_precondition(format!(
