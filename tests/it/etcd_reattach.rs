@@ -5,17 +5,21 @@
 
 use std::time::Instant;
 
-use polis_testing::{EtcdCluster, Process, procs};
+use polis_testing::{EtcdCluster, MeshCa, Process, Run, procs};
 
 use crate::{
     etcd::{Host, TTL, token_file},
     util::{COUNTER, WAIT, wait_until},
 };
 
+/// A frontend's `polis` command: with the arguments it needs (the mesh CA)
+/// before the ones given.
+type Frontend<'a> = &'a dyn Fn(&[&str]) -> Run;
+
 /// The counter module as the router in office reports it, once it runs
 /// there (has a pid).
-fn counter(frontend: &Host) -> Option<serde_json::Value> {
-    let run = frontend.run(&["status", "--json"]);
+fn counter(frontend: Frontend<'_>) -> Option<serde_json::Value> {
+    let run = frontend(&["status", "--json"]);
     if !run.status().success() {
         return None;
     }
@@ -29,8 +33,8 @@ fn router_pid_epoch(frontend: &Host) -> Option<(u64, u64)> {
     Some((record["pid"].as_u64()?, record["epoch"].as_u64()?))
 }
 
-fn incr(frontend: &Host) -> String {
-    frontend.run(&["call", "counter", "incr"]).code(0).stdout().trim().to_owned()
+fn incr(frontend: Frontend<'_>) -> String {
+    frontend(&["call", "counter", "incr"]).code(0).stdout().trim().to_owned()
 }
 
 fn median(mut ms: Vec<u128>) -> u128 {
@@ -58,6 +62,7 @@ fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_s
         host.mesh.module("counter", COUNTER, "");
     }
     let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
 
     let mut routers: [Option<Process>; 2] = [Some(hosts[0].router()), None];
     let (first_pid, mut epoch) =
@@ -66,9 +71,9 @@ fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_s
     routers[1] = Some(hosts[1].router());
 
     for n in 1..=3 {
-        assert_eq!(incr(&frontend), n.to_string());
+        assert_eq!(incr(&plain), n.to_string());
     }
-    let module = counter(&frontend).expect("the counter runs on the first host");
+    let module = counter(&plain).expect("the counter runs on the first host");
     let module_pid = module["pid"].as_u64().unwrap();
     assert_eq!(hosts[0].mesh.processes().iter().filter(|&&p| u64::from(p) == module_pid).count(), 1);
 
@@ -89,10 +94,10 @@ fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_s
         // The same process, attached to the new router: no call before it
         // is, or the new router would start a counter of its own.
         wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached", || {
-            counter(&frontend).filter(|m| m["pid"].as_u64() == Some(module_pid))
+            counter(&plain).filter(|m| m["pid"].as_u64() == Some(module_pid))
         });
         count += 1;
-        assert_eq!(incr(&frontend), count.to_string(), "the count went on");
+        assert_eq!(incr(&plain), count.to_string(), "the count went on");
         let took = killed.elapsed().as_millis();
         eprintln!("re-attach round {}: {took} ms from SIGKILL to the first call served", round + 1);
         times.push(took);
@@ -136,14 +141,15 @@ fn a_module_with_a_wrong_token_says_so_and_exits_when_its_router_dies() {
     let second = Host::new(&url, &token);
     second.mesh.module("counter", COUNTER, "");
     let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
 
     let mut router = first.router();
     wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
         router_pid_epoch(&frontend).filter(|&(pid, _)| pid == u64::from(router.pid()))
     });
     let candidate = second.router();
-    assert_eq!(incr(&frontend), "1");
-    let module_pid = counter(&frontend).unwrap()["pid"].as_u64().unwrap() as u32;
+    assert_eq!(incr(&plain), "1");
+    let module_pid = counter(&plain).unwrap()["pid"].as_u64().unwrap() as u32;
 
     std::fs::write(&own, "rotated-token\n").unwrap();
     router.kill();
@@ -159,5 +165,54 @@ fn a_module_with_a_wrong_token_says_so_and_exits_when_its_router_dies() {
     wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
         router_pid_epoch(&frontend).filter(|&(pid, _)| pid == u64::from(candidate.pid()))
     });
-    assert_eq!(incr(&frontend), "1");
+    assert_eq!(incr(&plain), "1");
+}
+
+/// The same through routers that serve TLS: the router's `--tls-ca`
+/// reaches its modules as `POLIS_TLS_CA`, and the counter dials the next
+/// router inside TLS, checking its certificate against the mesh CA.
+#[test]
+fn a_module_follows_its_killed_router_to_the_next_one_inside_tls() {
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/reattach-tls", TTL);
+    let token = token_file(&cluster, "token", "tls-reattach-token\n");
+    let ca = MeshCa::new(&cluster.dir().join("ca"));
+    let issued = ca.issue("router", "127.0.0.1");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let trusting = |args: &[&str]| {
+        let mut cmd = frontend.polis(&["--tls-ca"]);
+        cmd.arg(ca.cert()).args(args);
+        frontend.mesh.run_command(cmd)
+    };
+    let router = |host: &Host| {
+        let mut cmd = host.polis(&["--tls-ca"]);
+        cmd.arg(ca.cert()).args(["router", "--listen", "127.0.0.1:0", "--tls-cert"]);
+        cmd.arg(&issued.cert).arg("--tls-key").arg(&issued.key);
+        host.mesh.start(cmd)
+    };
+
+    let mut first = router(&hosts[0]);
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = router(&hosts[1]);
+    assert_eq!((incr(&trusting), incr(&trusting)), ("1".to_owned(), "2".to_owned()));
+    let module_pid = counter(&trusting).unwrap()["pid"].as_u64().unwrap();
+
+    first.kill();
+    let second_pid = u64::from(second.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the second router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
+    });
+    let record = frontend.resolve().unwrap();
+    assert!(record["endpoint"].as_str().unwrap().starts_with("tls:127.0.0.1:"), "{record}");
+    wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached inside TLS", || {
+        counter(&trusting).filter(|m| m["pid"].as_u64() == Some(module_pid))
+    });
+    assert_eq!(incr(&trusting), "3", "the count went on");
 }

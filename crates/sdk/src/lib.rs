@@ -58,7 +58,10 @@
 //!   `grace_ms` to finish; then [`Module::run`] returns.
 //! - When the router goes away (end of stdin), in-flight handlers are
 //!   dropped; the module waits up to [`Module::reattach_wait`] for the
-//!   next router and re-attaches to it, or [`Module::run`] returns.
+//!   next router and re-attaches to it, or [`Module::run`] returns. On a
+//!   mesh across machines (`POLIS_DISCOVERY` an etcd address) and with this
+//!   crate's `etcd` feature, the next router may run on another machine: it
+//!   is found in etcd and reached over TCP with the mesh's token.
 
 mod across;
 mod bridge;
