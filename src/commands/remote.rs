@@ -15,6 +15,7 @@ use std::{process::ExitCode, time::Duration};
 use polis_discovery::{AsyncDiscovery, Campaign, Discovery, MeshDir, NodeRecord, Office, Role};
 use polis_etcd::{Address, Etcd};
 use polis_mesh::{
+    dial::DialError,
     pb::{self, admin_client::AdminClient, router_client::RouterClient},
     tcp::Token,
 };
@@ -58,8 +59,9 @@ pub(super) async fn run(
             .map_err(|e| Failure::new(REFUSED, e.to_string()))?;
         Ok(Credentials { token: token()?, tls })
     };
+    let module_env = module_env(&cli);
     match cli.command {
-        Command::Router(args) => router(mesh, modules_path, &args, address, token()?).await,
+        Command::Router(args) => router(mesh, modules_path, &args, address, token()?, module_env?).await,
         Command::Call(args) => call(&address, &creds()?, &args).await,
         Command::Status(args) => super::status::status_of(admin(&address, &creds()?).await?, args.json).await,
         Command::Resolve { name } => {
@@ -141,6 +143,28 @@ pub(super) async fn run(
     }
 }
 
+/// What a router on etcd tells the modules it spawns, so that one that
+/// loses it finds the next router (on any machine) and authenticates to it:
+/// the discovery address, and the paths of the token file and the mesh CA
+/// (absolute: a module runs in its manifest's directory). The token itself
+/// is never put in the environment.
+fn module_env(cli: &Cli) -> anyhow::Result<Vec<(String, std::ffi::OsString)>> {
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path).map_err(|e| Failure::new(USAGE, format!("{}: {e}", path.display())))
+    };
+    let mut env = Vec::new();
+    if let Some(url) = &cli.discovery {
+        env.push(("POLIS_DISCOVERY".to_owned(), url.into()));
+    }
+    if let Some(path) = &cli.token_file {
+        env.push(("POLIS_TOKEN_FILE".to_owned(), absolute(path)?.into()));
+    }
+    if let Some(path) = &cli.tls_ca {
+        env.push(("POLIS_TLS_CA".to_owned(), absolute(path)?.into()));
+    }
+    Ok(env)
+}
+
 /// What a frontend proves and trusts: the mesh's token, and the mesh CA
 /// when the router serves TLS.
 struct Credentials {
@@ -204,6 +228,7 @@ async fn router(
     args: &RouterArgs,
     address: Address,
     token: Token,
+    module_env: Vec<(String, std::ffi::OsString)>,
 ) -> anyhow::Result<ExitCode> {
     let Some(listen) = &args.listen else {
         return Err(Failure::new(
@@ -255,6 +280,7 @@ async fn router(
     let mut host = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(modules_path));
     host.grace = args.grace;
     host.max_frame_len = args.max_frame;
+    host.module_env = module_env;
     let sessions = polis_node::router::SessionConfig {
         // A router on etcd is a service of the mesh: it stays unless told.
         linger: args.linger.unwrap_or(crate::cli::NEVER),
@@ -357,16 +383,6 @@ async fn call(address: &Address, creds: &Credentials, args: &CallArgs) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// The innermost cause's text: a connector's own error, under tonic's
-/// "transport error".
-fn deepest(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 /// A channel to the router in office, over TCP (inside TLS for a `tls:`
 /// endpoint) with the token; a router that does not answer (dead, its
 /// lease not lapsed yet) is looked up again until another is elected or
@@ -386,40 +402,12 @@ async fn router_channel(
             }
             Some(router) => {
                 let endpoint = router.endpoint.clone().unwrap_or_default();
-                let refuse = |why: String| Err(Failure::new(REFUSED, why).into());
-                let addr = match (endpoint.split_once(':'), &creds.tls) {
-                    (Some(("tcp", addr)), None) | (Some(("tls", addr)), Some(_)) => addr,
-                    (Some(("tcp", _)), Some(_)) => {
-                        return refuse(format!(
-                            "UNAUTHENTICATED: the router at {endpoint} does not serve TLS, and --tls-ca asks \
-                             for it: the token is not sent in clear text"
-                        ));
-                    }
-                    (Some(("tls", _)), None) => {
-                        return refuse(format!(
-                            "UNAUTHENTICATED: the router at {endpoint} serves TLS: give --tls-ca FILE \
-                             (POLIS_TLS_CA), the mesh CA's certificate"
-                        ));
-                    }
-                    _ => {
-                        return Err(Failure::new(
-                            UNAVAILABLE,
-                            format!("UNAVAILABLE: the router's endpoint {endpoint:?} is not tcp: or tls:"),
-                        )
-                        .into());
-                    }
-                };
-                match polis_mesh::tcp::connect_channel(addr, &creds.token, creds.tls.clone()).await {
+                match polis_mesh::dial::endpoint(&endpoint, &creds.token, creds.tls.as_ref()).await {
                     Ok(channel) => break channel,
-                    Err(e) => {
-                        let why = deepest(&e);
-                        if why.starts_with("UNAUTHENTICATED") || why.starts_with("TLS with the router") {
-                            return Err(Failure::new(REFUSED, format!("{why} (router at {endpoint})")).into());
-                        }
-                        format!(
-                            "cannot connect to the router at {endpoint} (epoch {}): {why}",
-                            router.epoch.unwrap_or(0)
-                        )
+                    Err(DialError::Refused(why)) => return Err(Failure::new(REFUSED, why).into()),
+                    Err(DialError::BadEndpoint(why)) => return Err(Failure::new(UNAVAILABLE, why).into()),
+                    Err(DialError::Unreachable(why)) => {
+                        format!("{why} (epoch {})", router.epoch.unwrap_or(0))
                     }
                 }
             }

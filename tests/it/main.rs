@@ -12,6 +12,8 @@ mod etcd_commands;
 // Partitions of a host in a network namespace (needs root and iproute2).
 #[cfg(feature = "etcd")]
 mod etcd_partition;
+#[cfg(feature = "etcd")]
+mod etcd_reattach;
 mod events;
 mod exec;
 mod frames;

@@ -33,6 +33,10 @@ pub(crate) fn examples() {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .arg("--target-dir")
             .arg(target);
+        // On etcd, modules re-attach across machines (polis-sdk's `etcd`).
+        if cfg!(feature = "etcd") {
+            cmd.args(["--features", "etcd"]);
+        }
         match bin_dir.file_name().and_then(|p| p.to_str()) {
             Some("debug") | None => {}
             Some("release") => {

@@ -12,6 +12,8 @@
 //! # Layout
 //! - [`pb`]: generated messages (`polis.v1`) and tonic clients and servers.
 //! - [`codec`]: frames as `u32` big-endian length + protobuf, with a size limit.
+//! - [`dial`]: a router by the `tcp:`/`tls:` endpoint it published, with the
+//!   mesh's token (no downgrade from TLS).
 //! - [`preamble`]: the first bytes of a frame session on `router.sock`.
 //! - [`process`]: the one constructor of child-process commands.
 //! - [`tcp`]: the router's TCP endpoint and its token check.
@@ -20,6 +22,7 @@
 //! - [`versions`]: the session protocol versions and features, negotiated.
 
 pub mod codec;
+pub mod dial;
 pub mod preamble;
 pub mod process;
 pub mod tcp;

@@ -1,5 +1,7 @@
 //! A router's `AttachModule` gRPC stream bridged onto an in-memory duplex,
-//! so that a re-attached module serves it like stdin and stdout.
+//! so that a re-attached module serves it like stdin and stdout, whatever
+//! carries the channel (the router's socket on this machine, or TCP to a
+//! router on another).
 
 use polis_discovery::NodeRecord;
 use polis_mesh::{
@@ -12,12 +14,13 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::Channel;
 
 use crate::OUTBOX;
 
-/// A link to a router over its socket (`Router.AttachModule`), presented as
-/// a byte stream of frames, so that the session code serves it exactly as
-/// it serves stdin and stdout.
+/// A link to a router (`Router.AttachModule`), presented as a byte stream
+/// of frames, so that the session code serves it exactly as it serves
+/// stdin and stdout.
 pub(crate) struct Bridge {
     module_side: Option<DuplexStream>,
     // Both directions stop when the bridge drops.
@@ -26,8 +29,8 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    /// Connects to `router`'s socket and starts both directions; `name` is
-    /// the module's, for messages.
+    /// Connects to `router`'s socket on this machine and starts both
+    /// directions; `name` is the module's, for messages.
     pub(crate) async fn connect(router: &NodeRecord, name: String) -> Result<Self, String> {
         let endpoint = router.endpoint.clone().unwrap_or_default();
         let path =
@@ -35,6 +38,12 @@ impl Bridge {
         let channel = polis_mesh::transport::connect_channel(std::path::Path::new(path))
             .await
             .map_err(|err| err.to_string())?;
+        Ok(Self::over(channel, name))
+    }
+
+    /// Attaches over `channel`, already connected (and authenticated) to a
+    /// router, and starts both directions.
+    pub(crate) fn over(channel: Channel, name: String) -> Self {
         let (module_side, bridge_side) = tokio::io::duplex(256 * 1024);
         let (from_module, to_module) = tokio::io::split(bridge_side);
         let (out_tx, out_rx) = mpsc::channel::<Frame>(OUTBOX);
@@ -68,11 +77,11 @@ impl Bridge {
             // dropping this half would not do: the other half keeps the pipe.)
             let _ = frames.shutdown().await;
         };
-        Ok(Self {
+        Self {
             module_side: Some(module_side),
             _up: AbortOnDropHandle::new(tokio::spawn(up)),
             _down: AbortOnDropHandle::new(tokio::spawn(down)),
-        })
+        }
     }
 
     /// The module's ends of the bridge, to serve as a link.

@@ -39,6 +39,8 @@
 //!   wait for the next and re-attach to it.
 //! - `session`: one link's session: the handshake, one task per request,
 //!   `Cancel`, `Shutdown` with its grace, the one writer of frames.
+//! - `across`: re-attaching to a router on another machine, found in etcd
+//!   (the `etcd` feature; without it, a module only says it cannot).
 //! - `bridge`: a router's `AttachModule` stream as an in-memory byte stream.
 //! - `stdio`: stdin and stdout as non-blocking pipes or sockets.
 //!
@@ -56,8 +58,12 @@
 //!   `grace_ms` to finish; then [`Module::run`] returns.
 //! - When the router goes away (end of stdin), in-flight handlers are
 //!   dropped; the module waits up to [`Module::reattach_wait`] for the
-//!   next router and re-attaches to it, or [`Module::run`] returns.
+//!   next router and re-attaches to it, or [`Module::run`] returns. On a
+//!   mesh across machines (`POLIS_DISCOVERY` an etcd address) and with this
+//!   crate's `etcd` feature, the next router may run on another machine: it
+//!   is found in etcd and reached over TCP with the mesh's token.
 
+mod across;
 mod bridge;
 mod call;
 mod calls_out;
@@ -99,6 +105,10 @@ pub enum LinkError {
     /// A frame could not be read or written.
     #[error("router link failed: {0}")]
     Frame(#[from] polis_mesh::codec::FrameError),
+    /// The next router refused the module, or cannot be asked (a wrong or
+    /// unreadable token file, say): waiting would not mend it.
+    #[error("cannot re-attach: {0}")]
+    Reattach(String),
 }
 
 /// A type-erased handler: the payload of a unary reply, or `None` after a
@@ -123,6 +133,9 @@ pub struct Module {
     mesh_dir: Option<PathBuf>,
     /// How long to wait for a new router after losing the link.
     reattach_wait: Duration,
+    /// Where the next router is found when it may run on another machine
+    /// (`POLIS_DISCOVERY` is an etcd address); `None`: the mesh directory.
+    remote: Option<across::Remote>,
     /// Its subscriptions, kept across links.
     events: Arc<events::Events>,
 }
@@ -151,6 +164,7 @@ impl Module {
             node_id: None,
             mesh_dir: None,
             reattach_wait: DEFAULT_REATTACH_WAIT,
+            remote: None,
             events: Arc::default(),
         }
     }
@@ -280,12 +294,16 @@ impl Module {
     /// goes away, then returns [`ExitCode::SUCCESS`].
     ///
     /// Reads `POLIS_NODE_ID` (the id to announce) and `POLIS_MESH_DIR`
-    /// (where to publish the module's record), both set by the router.
+    /// (where to publish the module's record), both set by the router, and
+    /// on a mesh across machines `POLIS_DISCOVERY`, `POLIS_TOKEN_FILE` and
+    /// `POLIS_TLS_CA` (how to find and reach the next router; see the
+    /// `etcd` feature).
     /// A failure (a broken handshake, a malformed frame) is printed on
     /// stderr and gives [`ExitCode::FAILURE`].
     pub async fn run(mut self) -> ExitCode {
         self.node_id = std::env::var("POLIS_NODE_ID").ok().filter(|id| !id.is_empty());
         self.mesh_dir = std::env::var_os("POLIS_MESH_DIR").filter(|dir| !dir.is_empty()).map(PathBuf::from);
+        self.remote = across::Remote::from_env();
         self.read_reattach_wait();
         let name = self.name.clone();
         match self.serve(stdio::stdin(), stdio::stdout()).await {

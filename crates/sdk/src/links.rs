@@ -19,9 +19,14 @@ use crate::{
 };
 
 /// What the module does when the router goes away without `Shutdown`.
-enum AfterLinkLoss {
+pub(crate) enum AfterLinkLoss {
     /// Stop serving: [`Module::run`] returns.
     Exit,
+    /// Stop serving, for this reason (a refusal that waiting would not
+    /// mend, such as a wrong token): [`Module::run`] fails with it. Only
+    /// re-attaching across machines (the `etcd` feature) is refused so.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Fail(String),
     /// Serve the next router over this bridge.
     Reattach(Bridge),
 }
@@ -76,6 +81,7 @@ impl Module {
             let LinkEnd::Lost { router_id } = end else { return Ok(()) };
             let mut bridge = match self.after_link_loss(&router_id).await {
                 AfterLinkLoss::Exit => return Ok(()),
+                AfterLinkLoss::Fail(why) => return Err(LinkError::Reattach(why)),
                 AfterLinkLoss::Reattach(bridge) => bridge,
             };
             let (reader, writer) = bridge.take_module_side();
@@ -139,9 +145,20 @@ impl Module {
 
     /// Decides what to do when the router goes away without `Shutdown`:
     /// wait up to [`Module::reattach_wait`] for another live router in the
-    /// mesh, and attach to it. Without a mesh directory, or when none comes,
-    /// the module exits.
+    /// mesh, and attach to it. On etcd (`POLIS_DISCOVERY`), that router may
+    /// be on any machine (`across`); otherwise it is the one of this
+    /// machine's mesh directory. Without either, or when none comes, the
+    /// module exits.
     async fn after_link_loss(&self, old_router: &str) -> AfterLinkLoss {
+        match &self.remote {
+            Some(remote) => self.after_link_loss_remote(remote, old_router).await,
+            None => self.after_link_loss_local(old_router).await,
+        }
+    }
+
+    /// [`Module::after_link_loss`] in this machine's mesh directory: the
+    /// next router's socket, found by watching the directory.
+    pub(crate) async fn after_link_loss_local(&self, old_router: &str) -> AfterLinkLoss {
         let Some(dir) = &self.mesh_dir else { return AfterLinkLoss::Exit };
         let Ok(mesh) = MeshDir::open(dir) else { return AfterLinkLoss::Exit };
         let Ok(watch) = mesh.watch() else { return AfterLinkLoss::Exit };

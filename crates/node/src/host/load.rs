@@ -82,6 +82,9 @@ impl Host {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
+            // Until the instance is in the entry (or the start failed, or
+            // this load was dropped), attaching is refused.
+            let _starting = Starting::begin(&entry);
             let instance = match self.start(manifest).await {
                 Ok(i) => i,
                 Err(status) => {
@@ -146,7 +149,12 @@ impl Host {
     async fn start(self: &Arc<Self>, manifest: &Manifest) -> Result<Arc<Instance>, Status> {
         let node_id = Uuid::new_v4().to_string();
         let log = self.mesh.logs_dir().join(format!("{}.log", manifest.name));
-        let env = SpawnEnv { mesh_dir: self.mesh.root(), node_id: &node_id, log: &log };
+        let env = SpawnEnv {
+            mesh_dir: self.mesh.root(),
+            node_id: &node_id,
+            log: &log,
+            extra: &self.config.module_env,
+        };
         let spawn::Launched { mut stdin, stdout, mut child } =
             self.launcher.launch(manifest, &env).map_err(|e| {
                 Status::failed_precondition(format!(
@@ -265,6 +273,15 @@ impl Host {
         }
         let instance = {
             let mut state = entry.state.lock().expect("state lock");
+            // A module of this name spawned here right now (a call came
+            // before this module re-attached, on a router that could not
+            // know it was on its way: one on another machine).
+            if state.starting {
+                return Err(Status::already_exists(format!(
+                    "module {} is being started here; not attaching another",
+                    hello.name
+                )));
+            }
             if let Some(live) = state.instance.as_ref().filter(|i| !i.is_closed()) {
                 return Err(Status::already_exists(format!(
                     "module {} is already served here (pid {})",
@@ -304,5 +321,21 @@ impl Host {
         self.announce_started(&instance);
         self.tracker.spawn(self.clone().supervise(entry.clone(), instance));
         Ok(rx)
+    }
+}
+
+/// Marks an entry's module as being started for as long as it lives.
+struct Starting<'a>(&'a Entry);
+
+impl<'a> Starting<'a> {
+    fn begin(entry: &'a Entry) -> Self {
+        entry.state.lock().expect("state lock").starting = true;
+        Self(entry)
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("state lock").starting = false;
     }
 }

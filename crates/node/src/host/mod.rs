@@ -85,6 +85,10 @@ pub struct HostConfig {
     pub restart_budget: usize,
     /// The window the budget counts over.
     pub restart_window: Duration,
+    /// What every spawned module is told beside its mesh directory and
+    /// node id: for a router on etcd, how to find and authenticate to the
+    /// next router (`POLIS_DISCOVERY`, `POLIS_TOKEN_FILE`, `POLIS_TLS_CA`).
+    pub module_env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl HostConfig {
@@ -98,6 +102,7 @@ impl HostConfig {
             reattach_wait: Duration::from_secs(5),
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
+            module_env: Vec::new(),
         }
     }
 

@@ -35,6 +35,10 @@ pub(super) struct EntryState {
     /// An instance being replaced (`replace`): out of `instance`, so that
     /// no new call reaches it, while it answers the calls it has.
     pub(super) draining: Option<Arc<Instance>>,
+    /// A process of this module is being started (spawned, not yet
+    /// handshaken): a module attaching meanwhile is refused, or the two
+    /// would both be taken and one of them never stopped.
+    pub(super) starting: bool,
 }
 
 /// A module as `polis status` shows it.

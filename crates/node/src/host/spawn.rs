@@ -14,6 +14,8 @@ pub(crate) struct SpawnEnv<'a> {
     pub(crate) mesh_dir: &'a Path,
     pub(crate) node_id: &'a str,
     pub(crate) log: &'a Path,
+    /// The router's own additions ([`crate::HostConfig::module_env`]).
+    pub(crate) extra: &'a [(String, std::ffi::OsString)],
 }
 
 /// A started module: the two ends of its link and the process to reap.
@@ -68,7 +70,8 @@ impl Launch for Spawn {
 
 /// Starts `manifest.exec` with stdin and stdout piped for the link, stderr
 /// appended to the module's log, the manifest's directory as working
-/// directory, and the caller's environment plus the manifest's `[env]` and
+/// directory, and the caller's environment plus the manifest's `[env]`,
+/// the router's additions (how to reach the next router, on etcd) and
 /// `POLIS_MESH_DIR`, `POLIS_NODE_ID`, `POLIS_SERVICE`.
 ///
 /// The child gets a process group of its own, so that a Ctrl-C meant for a
@@ -88,6 +91,7 @@ pub(crate) fn spawn(manifest: &Manifest, env: &SpawnEnv<'_>) -> io::Result<tokio
         }
     };
     cmd.envs(&manifest.env)
+        .envs(env.extra.iter().map(|(k, v)| (k, v)))
         .env("POLIS_MESH_DIR", env.mesh_dir)
         .env("POLIS_NODE_ID", env.node_id)
         .env("POLIS_SERVICE", &manifest.name)

@@ -1,0 +1,181 @@
+//! Re-attaching across machines: on a mesh whose directory is etcd, the
+//! next router may run on any machine. The router that spawned the module
+//! told it where to look and how to prove itself (`POLIS_DISCOVERY`,
+//! `POLIS_TOKEN_FILE`, `POLIS_TLS_CA`); with the `etcd` feature the module
+//! waits for a router in office in etcd other than the lost one, dials its
+//! `tcp:`/`tls:` endpoint with the mesh's token, and attaches over
+//! `Router.AttachModule`, keeping its state and subscriptions exactly as on
+//! its own machine. Without the feature it says once that it cannot, and
+//! looks only in this machine's mesh directory, as a module always did.
+
+use std::path::PathBuf;
+
+#[cfg(not(feature = "etcd"))]
+use crate::{Module, links::AfterLinkLoss};
+
+/// Where a module on a mesh across machines finds the next router, as the
+/// router that spawned it said.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    /// `POLIS_DISCOVERY`: `etcd://HOST:PORT[,…]/PREFIX[?ttl=SECONDS]`.
+    url: String,
+    /// `POLIS_TOKEN_FILE`: the mesh's token, read when it is needed (so
+    /// that a token replaced meanwhile is the one sent).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    token_file: Option<PathBuf>,
+    /// `POLIS_TLS_CA`: the mesh CA, when routers serve TLS.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    tls_ca: Option<PathBuf>,
+}
+
+impl Remote {
+    /// From the environment: `Some` when `POLIS_DISCOVERY` is an etcd
+    /// address (unset, empty or `dir` is the mesh directory alone).
+    pub(crate) fn from_env() -> Option<Self> {
+        let url = std::env::var("POLIS_DISCOVERY").ok().filter(|u| u.starts_with("etcd://"))?;
+        let path = |var| std::env::var_os(var).filter(|p| !p.is_empty()).map(PathBuf::from);
+        Some(Self { url, token_file: path("POLIS_TOKEN_FILE"), tls_ca: path("POLIS_TLS_CA") })
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+impl Module {
+    /// Without the `etcd` feature: says (once) that this module cannot
+    /// follow a router to another machine, and looks for the next one in
+    /// this machine's mesh directory only.
+    pub(crate) async fn after_link_loss_remote(&self, remote: &Remote, old_router: &str) -> AfterLinkLoss {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "{}: cannot re-attach across machines: built without polis-sdk's `etcd` feature \
+                 (POLIS_DISCOVERY is {}); looking for a router on this machine only",
+                self.name, remote.url
+            );
+        });
+        self.after_link_loss_local(old_router).await
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use std::time::Duration;
+
+    use polis_discovery::AsyncDiscovery;
+    use polis_etcd::{Address, Etcd};
+    use polis_mesh::{
+        dial::{self, DialError},
+        tcp::Token,
+        tls::ClientTls,
+    };
+    use tokio::time::Instant;
+    use tokio_stream::StreamExt;
+
+    use super::Remote;
+    use crate::{Module, bridge::Bridge, links::AfterLinkLoss};
+
+    /// How often the module looks again at a router it could not reach
+    /// (not listening yet, or dead with its lease not lapsed).
+    const RETRY: Duration = Duration::from_millis(50);
+    /// How long it waits for a change in etcd before looking anyway.
+    const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+    /// Why no bridge to a next router was made.
+    enum NoRouter {
+        /// None came within this long.
+        Within(Duration),
+        /// Refused, or impossible to ask: final.
+        Refused(String),
+    }
+
+    impl Module {
+        /// With the `etcd` feature: the next router in office in etcd, on
+        /// whatever machine, attached over TCP (or TLS) with the token.
+        pub(crate) async fn after_link_loss_remote(
+            &self,
+            remote: &Remote,
+            old_router: &str,
+        ) -> AfterLinkLoss {
+            match self.next_router(remote, old_router).await {
+                Ok(bridge) => AfterLinkLoss::Reattach(bridge),
+                Err(NoRouter::Within(wait)) => {
+                    eprintln!("{}: no router came within {wait:?}; exiting", self.name);
+                    AfterLinkLoss::Exit
+                }
+                Err(NoRouter::Refused(why)) => AfterLinkLoss::Fail(why),
+            }
+        }
+
+        /// Waits for a router in office other than `old_router` and
+        /// dials it. The wait is [`Module::reattach_wait`] plus the lease
+        /// TTL: a router that died keeps its office until its lease lapses.
+        async fn next_router(&self, remote: &Remote, old_router: &str) -> Result<Bridge, NoRouter> {
+            let address: Address = remote
+                .url
+                .parse()
+                .map_err(|e: polis_discovery::Error| NoRouter::Refused(format!("POLIS_DISCOVERY: {e}")))?;
+            let Some(token_file) = &remote.token_file else {
+                return Err(NoRouter::Refused(
+                    "UNAUTHENTICATED: POLIS_TOKEN_FILE is not set: a module re-attaches to a router on \
+                     etcd over TCP with the mesh's token"
+                        .into(),
+                ));
+            };
+            // Read now, not at start: a token replaced meanwhile is the one
+            // the routers take.
+            let token =
+                Token::read(token_file).map_err(|e| NoRouter::Refused(format!("UNAUTHENTICATED: {e}")))?;
+            let tls = remote
+                .tls_ca
+                .as_deref()
+                .map(ClientTls::from_ca_file)
+                .transpose()
+                .map_err(|e| NoRouter::Refused(format!("POLIS_TLS_CA: {e}")))?;
+            let wait = self.reattach_wait + address.ttl;
+            let deadline = Instant::now() + wait;
+
+            let etcd = loop {
+                match tokio::time::timeout_at(deadline, Etcd::connect(address.clone())).await {
+                    Ok(Ok(etcd)) => break etcd,
+                    Ok(Err(e)) if Instant::now() < deadline => {
+                        eprintln!("{}: {e}; trying again", self.name);
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    _ => return Err(NoRouter::Within(wait)),
+                }
+            };
+            // A watch on the mesh's prefix wakes the wait when the office
+            // changes hands; without one, the module looks now and then.
+            let mut changes = etcd.watch().await.ok();
+            loop {
+                let trouble = match etcd.current_router().await {
+                    Ok(Some(router)) if router.id.to_string() != old_router => {
+                        let endpoint = router.endpoint.clone().unwrap_or_default();
+                        match dial::endpoint(&endpoint, &token, tls.as_ref()).await {
+                            Ok(channel) => return Ok(Bridge::over(channel, self.name.clone())),
+                            Err(DialError::Refused(why)) => return Err(NoRouter::Refused(why)),
+                            Err(e) => Some(e.to_string()),
+                        }
+                    }
+                    // Nobody in office, or still the lost router (its lease
+                    // has not lapsed yet).
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                if Instant::now() >= deadline {
+                    return Err(NoRouter::Within(wait));
+                }
+                if let Some(why) = trouble {
+                    eprintln!("{}: {why}; looking again", self.name);
+                    tokio::time::sleep(RETRY).await;
+                } else if let Some(stream) = changes.as_mut() {
+                    let until = deadline.min(Instant::now() + LOOK_AGAIN);
+                    if let Ok(None) = tokio::time::timeout_at(until, stream.next()).await {
+                        changes = None;
+                    }
+                } else {
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! SDK modules across machines: a module whose router is SIGKILLed
+//! re-attaches to the next router in office in etcd, on another host,
+//! over TCP with the mesh's token, keeping its state. Hosts as in
+//! `etcd.rs`: temp meshes joined only by etcd, TCP and a 0600 token file.
+
+use std::time::Instant;
+
+use polis_testing::{EtcdCluster, MeshCa, Process, Run, procs};
+
+use crate::{
+    etcd::{Host, TTL, token_file},
+    util::{COUNTER, WAIT, wait_until},
+};
+
+/// A frontend's `polis` command: with the arguments it needs (the mesh CA)
+/// before the ones given.
+type Frontend<'a> = &'a dyn Fn(&[&str]) -> Run;
+
+/// The counter module as the router in office reports it, once it runs
+/// there (has a pid).
+fn counter(frontend: Frontend<'_>) -> Option<serde_json::Value> {
+    let run = frontend(&["status", "--json"]);
+    if !run.status().success() {
+        return None;
+    }
+    let status = run.json();
+    let modules = status["modules"].as_array()?;
+    modules.iter().find(|m| m["name"] == "counter" && m["pid"].is_u64()).cloned()
+}
+
+fn router_pid_epoch(frontend: &Host) -> Option<(u64, u64)> {
+    let record = frontend.resolve()?;
+    Some((record["pid"].as_u64()?, record["epoch"].as_u64()?))
+}
+
+fn incr(frontend: Frontend<'_>) -> String {
+    frontend(&["call", "counter", "incr"]).code(0).stdout().trim().to_owned()
+}
+
+fn median(mut ms: Vec<u128>) -> u128 {
+    ms.sort_unstable();
+    ms[ms.len() / 2]
+}
+
+/// Routers on two hosts (the first in office, the second a candidate) and
+/// a frontend on a third. The counter runs on the first host; SIGKILL of
+/// its router puts the candidate in office with a greater epoch, and the
+/// same counter process re-attaches to it over TCP: the next `incr` goes
+/// on from the count it had, and the new router spawned no counter of its
+/// own. Then a new candidate on the dead router's host, and the same again
+/// the other way, `POLIS_REATTACH_ROUNDS` times in all (default 2); each
+/// round's time from SIGKILL to the first call served by the re-attached
+/// module is printed (run with `--nocapture` to see them).
+#[test]
+fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_state() {
+    let rounds: usize = std::env::var("POLIS_REATTACH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
+    let cluster = EtcdCluster::start(3);
+    let url = cluster.url("polis/reattach", TTL);
+    let token = token_file(&cluster, "token", "reattach-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let mut routers: [Option<Process>; 2] = [Some(hosts[0].router()), None];
+    let (first_pid, mut epoch) =
+        wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || router_pid_epoch(&frontend));
+    assert_eq!(first_pid, u64::from(routers[0].as_ref().unwrap().pid()));
+    routers[1] = Some(hosts[1].router());
+
+    for n in 1..=3 {
+        assert_eq!(incr(&plain), n.to_string());
+    }
+    let module = counter(&plain).expect("the counter runs on the first host");
+    let module_pid = module["pid"].as_u64().unwrap();
+    assert_eq!(hosts[0].mesh.processes().iter().filter(|&&p| u64::from(p) == module_pid).count(), 1);
+
+    let mut count = 3;
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let (dead, next) = (round % 2, 1 - round % 2);
+        let next_pid = u64::from(routers[next].as_ref().unwrap().pid());
+        let killed = Instant::now();
+        routers[dead].take().unwrap().kill();
+
+        let (pid, next_epoch) = wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
+            router_pid_epoch(&frontend).filter(|&(pid, _)| pid == next_pid)
+        });
+        assert_eq!(pid, next_pid);
+        assert!(next_epoch > epoch, "epoch {next_epoch} after {epoch}");
+        epoch = next_epoch;
+        // The same process, attached to the new router: no call before it
+        // is, or the new router would start a counter of its own.
+        wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached", || {
+            counter(&plain).filter(|m| m["pid"].as_u64() == Some(module_pid))
+        });
+        count += 1;
+        assert_eq!(incr(&plain), count.to_string(), "the count went on");
+        let took = killed.elapsed().as_millis();
+        eprintln!("re-attach round {}: {took} ms from SIGKILL to the first call served", round + 1);
+        times.push(took);
+
+        // The host in office runs its router and no counter of its own
+        // (the first host: the one counter, still the same process).
+        let mut expected = vec![next_pid as u32];
+        if next == 0 {
+            expected.push(module_pid as u32);
+        }
+        let mut running = hosts[next].mesh.processes();
+        running.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(running, expected, "the processes of the host in office");
+        assert!(procs::is_running(module_pid as u32));
+        // A new candidate on the dead router's host, for the next round.
+        if round + 1 < rounds {
+            routers[dead] = Some(hosts[dead].router());
+        }
+    }
+    eprintln!("re-attach across machines: p50 {} ms over {rounds} rounds", median(times));
+    let status = frontend.run(&["status", "--json"]).code(0).json();
+    let counters: Vec<_> =
+        status["modules"].as_array().unwrap().iter().filter(|m| m["name"] == "counter").collect();
+    assert_eq!(counters.len(), 1, "{status}");
+    assert_eq!(counters[0]["restarts"], 0, "{status}");
+}
+
+/// A module whose token file no longer holds the mesh's token when its
+/// router dies: the next router refuses it, and it says so on stderr and
+/// exits rather than wait or hang.
+#[test]
+fn a_module_with_a_wrong_token_says_so_and_exits_when_its_router_dies() {
+    let cluster = EtcdCluster::start(3);
+    let url = cluster.url("polis/badtoken", TTL);
+    let token = token_file(&cluster, "token", "right-token\n");
+    // The first host's own copy of the token, replaced below.
+    let own = token_file(&cluster, "own-token", "right-token\n");
+    let first = Host::new(&url, &own);
+    first.mesh.module("counter", COUNTER, "");
+    let second = Host::new(&url, &token);
+    second.mesh.module("counter", COUNTER, "");
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let mut router = first.router();
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == u64::from(router.pid()))
+    });
+    let candidate = second.router();
+    assert_eq!(incr(&plain), "1");
+    let module_pid = counter(&plain).unwrap()["pid"].as_u64().unwrap() as u32;
+
+    std::fs::write(&own, "rotated-token\n").unwrap();
+    router.kill();
+    wait_until(WAIT, &frontend.mesh.dir, "the module to exit", || {
+        (!procs::is_running(module_pid)).then_some(())
+    });
+    let log = std::fs::read_to_string(first.mesh.dir.join("logs/counter.log")).unwrap();
+    assert!(
+        log.contains("counter: cannot re-attach: UNAUTHENTICATED: wrong token for this mesh's router (router at tcp:127.0.0.1:"),
+        "{log}"
+    );
+    // The candidate took office and serves a fresh counter of its own.
+    wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == u64::from(candidate.pid()))
+    });
+    assert_eq!(incr(&plain), "1");
+}
+
+/// The same through routers that serve TLS: the router's `--tls-ca`
+/// reaches its modules as `POLIS_TLS_CA`, and the counter dials the next
+/// router inside TLS, checking its certificate against the mesh CA.
+#[test]
+fn a_module_follows_its_killed_router_to_the_next_one_inside_tls() {
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/reattach-tls", TTL);
+    let token = token_file(&cluster, "token", "tls-reattach-token\n");
+    let ca = MeshCa::new(&cluster.dir().join("ca"));
+    let issued = ca.issue("router", "127.0.0.1");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let trusting = |args: &[&str]| {
+        let mut cmd = frontend.polis(&["--tls-ca"]);
+        cmd.arg(ca.cert()).args(args);
+        frontend.mesh.run_command(cmd)
+    };
+    let router = |host: &Host| {
+        let mut cmd = host.polis(&["--tls-ca"]);
+        cmd.arg(ca.cert()).args(["router", "--listen", "127.0.0.1:0", "--tls-cert"]);
+        cmd.arg(&issued.cert).arg("--tls-key").arg(&issued.key);
+        host.mesh.start(cmd)
+    };
+
+    let mut first = router(&hosts[0]);
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = router(&hosts[1]);
+    assert_eq!((incr(&trusting), incr(&trusting)), ("1".to_owned(), "2".to_owned()));
+    let module_pid = counter(&trusting).unwrap()["pid"].as_u64().unwrap();
+
+    first.kill();
+    let second_pid = u64::from(second.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the second router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
+    });
+    let record = frontend.resolve().unwrap();
+    assert!(record["endpoint"].as_str().unwrap().starts_with("tls:127.0.0.1:"), "{record}");
+    wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached inside TLS", || {
+        counter(&trusting).filter(|m| m["pid"].as_u64() == Some(module_pid))
+    });
+    assert_eq!(incr(&trusting), "3", "the count went on");
+}
