@@ -150,7 +150,7 @@ impl Ranker {
 
     /// Reads the lengths again when the index changed since they were read.
     fn refresh(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
         if self.version == Some(version) {
             return Ok(());
         }
