@@ -444,18 +444,7 @@ mod tests {
         assert_eq!(before.len(), 2);
         let mut got: Vec<_> = after.iter().map(|r| (r.rowid, r.rank)).collect();
         got.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        let want: Vec<_> = {
-            let mut stmt = reader
-                .prepare(
-                    "SELECT rowid, bm25(fts, 5.0, 1.0) AS r FROM fts WHERE fts MATCH ?1 ORDER BY r, rowid",
-                )
-                .unwrap();
-            stmt.query_map(["\"word\""], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
-        assert_same(&got, &want);
+        assert_same(&got, &fts5(&reader, "\"word\""));
     }
 
     #[test]
