@@ -117,6 +117,11 @@ enum Mode {
         /// Where polis and polis-wasm are [default: target/release].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Cold starts of each module, alternating native and WASI: a
+        /// start is a few milliseconds, so its median needs many on a
+        /// shared machine.
+        #[arg(long, default_value_t = 60)]
+        cold_runs: usize,
     },
     /// A warm call over the router's TCP endpoint (a mesh on etcd), plain
     /// and with TLS, against the same call over router.sock (prints the
@@ -152,7 +157,9 @@ fn main() -> ExitCode {
         Some(Mode::GenerateNotes { dir, files }) => notes::generate(dir, *files).map(|bytes| {
             progress(&format!("wrote {files} notes, {bytes} bytes, in {}", dir.display()));
         }),
-        Some(Mode::Wasm { bin_dir }) => wasm::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
+        Some(Mode::Wasm { bin_dir, cold_runs }) => {
+            wasm::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir), *cold_runs)
+        }
         Some(Mode::Tcp { bin_dir }) => tcp::run(&bin_dir.clone().unwrap_or_else(wasm::default_bin_dir)),
         None => bench(&args),
     };

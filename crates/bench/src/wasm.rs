@@ -35,10 +35,9 @@ use crate::{
 
 const WARM: usize = 3000;
 const WARMUP: usize = 200;
-const COLD: usize = 20;
 
 /// Builds both modules, measures, prints.
-pub(crate) fn run(bin_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(bin_dir: &Path, cold_runs: usize) -> anyhow::Result<()> {
     let polis = bin_dir.join("polis");
     for bin in ["polis-wasm", "polis-wasm-compile"] {
         ensure!(bin_dir.join(bin).is_file(), "no {bin} in {}: build it first", bin_dir.display());
@@ -76,7 +75,7 @@ pub(crate) fn run(bin_dir: &Path) -> anyhow::Result<()> {
         let (native_rss, native_anon) = idle_rss(&mesh, "necho")?;
         let mut native_cold = Vec::new();
         let mut wasm_cold = Vec::new();
-        for _ in 0..COLD {
+        for _ in 0..cold_runs {
             unload(&mesh, "necho")?;
             native_cold.push(start(&client, "necho").await?);
             unload(&mesh, "wecho")?;
@@ -103,7 +102,7 @@ pub(crate) fn run(bin_dir: &Path) -> anyhow::Result<()> {
             ratio(wasm_warm.pct(99.0), native_warm.pct(99.0))
         );
         println!(
-            "| cold start p50, cache warm ({COLD} runs: load + first call) | {} | {} | {:.2}x | <= 2x |",
+            "| cold start p50, cache warm ({cold_runs} runs: load + first call) | {} | {} | {:.2}x | <= 2x |",
             duration(native_cold.p50()),
             duration(wasm_cold.p50()),
             ratio(wasm_cold.p50(), native_cold.p50())
