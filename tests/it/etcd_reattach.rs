@@ -216,3 +216,179 @@ fn a_module_follows_its_killed_router_to_the_next_one_inside_tls() {
     });
     assert_eq!(incr(&trusting), "3", "the count went on");
 }
+
+/// A call that reaches the next router before the module is back: the
+/// module's record in etcd (under its own lease, alive while it is) says it
+/// is on its way, so the router waits for it rather than start a counter of
+/// its own. The call is made at once after the SIGKILL, without waiting for
+/// the candidate to take office or the counter to re-attach: it answers 4,
+/// from the same process, and nothing was restarted. Then that counter is
+/// SIGKILLed in turn: its record lapses with its lease, and the next call
+/// starts a fresh counter (at 0) rather than wait for one that will never
+/// come.
+#[test]
+fn a_call_at_once_after_the_kill_waits_for_the_module_on_its_way_back() {
+    let cluster = EtcdCluster::start(3);
+    let url = cluster.url("polis/at-once", TTL);
+    let token = token_file(&cluster, "token", "at-once-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let mut first = hosts[0].router();
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = hosts[1].router();
+    for n in 1..=3 {
+        assert_eq!(incr(&plain), n.to_string());
+    }
+    let module_pid = counter(&plain).expect("the counter runs on the first host")["pid"].as_u64().unwrap();
+    // Its record is in etcd, where the router on any host can see it.
+    wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        let records = etcd_modules(&frontend, "counter");
+        records.iter().any(|r| r["pid"].as_u64() == Some(module_pid)).then_some(())
+    });
+
+    first.kill();
+    assert_eq!(incr(&plain), "4", "the count went on");
+    let module = counter(&plain).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
+    assert_eq!(module["restarts"], 0, "{module}");
+    // The host in office runs its router and no counter of its own.
+    assert_eq!(hosts[1].mesh.processes(), [second.pid()], "the processes of the host in office");
+    assert!(procs::is_running(module_pid as u32));
+    let status = frontend.run(&["status", "--json"]).code(0).json();
+    let counters: Vec<_> =
+        status["modules"].as_array().unwrap().iter().filter(|m| m["name"] == "counter").collect();
+    assert_eq!(counters.len(), 1, "{status}");
+
+    // SIGKILL of the counter itself: nothing revokes its lease, which
+    // lapses within the TTL; the next call starts a fresh one on the host
+    // in office (after at most the router's re-attach wait, not a hang).
+    procs::kill(module_pid as u32);
+    assert_eq!(incr(&plain), "1", "a fresh counter");
+    let fresh = counter(&plain).expect("the fresh counter runs");
+    let fresh_pid = fresh["pid"].as_u64().unwrap();
+    assert_ne!(fresh_pid, module_pid);
+    assert!(hosts[1].mesh.processes().contains(&(fresh_pid as u32)), "{fresh}");
+    let records = etcd_modules(&frontend, "counter");
+    assert_eq!(records.iter().map(|r| r["pid"].as_u64()).collect::<Vec<_>>(), [Some(fresh_pid)]);
+}
+
+/// A module's record in etcd is its own and goes with it: published under
+/// its own lease once it runs, and gone the moment it exits cleanly (here,
+/// `polis module unload`), not at the lease's expiry.
+#[test]
+fn a_module_that_exits_cleanly_leaves_no_record_in_etcd() {
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/clean-exit", TTL);
+    let token = token_file(&cluster, "token", "clean-exit-token\n");
+    let host = Host::new(&url, &token);
+    host.mesh.module("counter", COUNTER, "");
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let router = host.router();
+    let router_pid = u64::from(router.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == router_pid)
+    });
+    assert_eq!(incr(&plain), "1");
+    let module = counter(&plain).expect("the counter runs");
+    let module_pid = module["pid"].as_u64().unwrap();
+    // Published in the background after the handshake: soon, not at once.
+    let record = wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        etcd_modules(&frontend, "counter").into_iter().next()
+    });
+    assert_eq!(record["pid"].as_u64(), Some(module_pid), "{record}");
+    assert_eq!(record["services"], serde_json::json!(["counter"]), "{record}");
+    assert_eq!(record["role"], "module", "{record}");
+    assert_eq!(record["router"].as_str(), frontend.resolve().unwrap()["id"].as_str(), "{record}");
+
+    frontend.run(&["module", "unload", "counter"]).code(0);
+    assert!(!procs::is_running(module_pid as u32), "the counter exited");
+    assert_eq!(etcd_modules(&frontend, "counter"), Vec::<serde_json::Value>::new(), "no record left");
+}
+
+/// The records of modules serving `service` that etcd has (`polis ls
+/// --json --discovery …`).
+fn etcd_modules(frontend: &Host, service: &str) -> Vec<serde_json::Value> {
+    let ls = frontend.run(&["ls", "--json"]).code(0).json();
+    ls["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "module" && n["services"].as_array().unwrap().iter().any(|s| s == service))
+        .cloned()
+        .collect()
+}
+
+/// The same race, decided against the module every time: the counter is
+/// held back (SIGSTOP) while its router is SIGKILLed and the office passes
+/// at once (the dead router's lease revoked in etcd, as its lapse would),
+/// and the call is made then. Only once the router in office says it waits
+/// for the counter (on main it started a counter of its own and answered 1
+/// instead) does the counter go on (SIGCONT): it re-attaches, and the call
+/// answers 4, from the same process, with nothing restarted. The lease TTL
+/// is longer here so that the counter's own lease outlives its stop.
+#[test]
+fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
+    use rustix::process::Signal;
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/held-back", 10);
+    let token = token_file(&cluster, "token", "held-back-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+    let router = |host: &Host| host.mesh.start(host.polis(&["-v", "router", "--listen", "127.0.0.1:0"]));
+
+    let mut first = router(&hosts[0]);
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = router(&hosts[1]);
+    let second_pid = u64::from(second.pid());
+    for n in 1..=3 {
+        assert_eq!(incr(&plain), n.to_string());
+    }
+    let module_pid = counter(&plain).expect("the counter runs on the first host")["pid"].as_u64().unwrap();
+    wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        etcd_modules(&frontend, "counter").iter().any(|r| r["pid"].as_u64() == Some(module_pid)).then_some(())
+    });
+
+    let module = rustix::process::Pid::from_raw(module_pid as i32).unwrap();
+    rustix::process::kill_process(module, Signal::STOP).unwrap();
+    first.kill();
+    cluster.revoke_leader("/polis/held-back/router");
+    wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
+    });
+    let mut call = frontend.mesh.start(frontend.polis(&["call", "counter", "incr"]));
+    let waiting = wait_until(WAIT, &frontend.mesh.dir, "the router to wait for the counter, or the call", || {
+        if second.stderr().contains("waiting for module counter to re-attach") {
+            Some(true)
+        } else {
+            call.try_exit().map(|_| false)
+        }
+    });
+    rustix::process::kill_process(module, Signal::CONT).unwrap();
+    let (status, stderr) = call.wait(WAIT);
+    let answer = call.line();
+    assert!(status.success(), "{stderr}");
+    assert!(waiting, "the router did not wait for the counter: the call answered {answer}");
+    assert_eq!(answer.trim(), "4", "the count went on");
+
+    let module = counter(&plain).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
+    assert_eq!(module["restarts"], 0, "{module}");
+    assert_eq!(hosts[1].mesh.processes(), [second.pid()], "no counter on the host in office");
+}
