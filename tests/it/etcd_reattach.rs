@@ -45,9 +45,9 @@ fn median(mut ms: Vec<u128>) -> u128 {
 /// Routers on two hosts (the first in office, the second a candidate) and
 /// a frontend on a third. The counter runs on the first host; SIGKILL of
 /// its router puts the candidate in office with a greater epoch, and the
-/// same counter process re-attaches to it over TCP: the next `incr` goes
-/// on from the count it had, and the new router spawned no counter of its
-/// own. Then a new candidate on the dead router's host, and the same again
+/// same counter process re-attaches to it over TCP: the next `incr`, made
+/// as soon as the candidate is in office, goes on from the count it had,
+/// and the new router spawned no counter of its own. Then a new candidate on the dead router's host, and the same again
 /// the other way, `POLIS_REATTACH_ROUNDS` times in all (default 2); each
 /// round's time from SIGKILL to the first call served by the re-attached
 /// module is printed (run with `--nocapture` to see them).
@@ -91,16 +91,15 @@ fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_s
         assert_eq!(pid, next_pid);
         assert!(next_epoch > epoch, "epoch {next_epoch} after {epoch}");
         epoch = next_epoch;
-        // The same process, attached to the new router: no call before it
-        // is, or the new router would start a counter of its own.
-        wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached", || {
-            counter(&plain).filter(|m| m["pid"].as_u64() == Some(module_pid))
-        });
+        // Called without waiting for the counter to re-attach: the new
+        // router sees its record in etcd and waits for it.
         count += 1;
         assert_eq!(incr(&plain), count.to_string(), "the count went on");
         let took = killed.elapsed().as_millis();
         eprintln!("re-attach round {}: {took} ms from SIGKILL to the first call served", round + 1);
         times.push(took);
+        let module = counter(&plain).expect("the counter runs");
+        assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
 
         // The host in office runs its router and no counter of its own
         // (the first host: the one counter, still the same process).
@@ -211,10 +210,9 @@ fn a_module_follows_its_killed_router_to_the_next_one_inside_tls() {
     });
     let record = frontend.resolve().unwrap();
     assert!(record["endpoint"].as_str().unwrap().starts_with("tls:127.0.0.1:"), "{record}");
-    wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached inside TLS", || {
-        counter(&trusting).filter(|m| m["pid"].as_u64() == Some(module_pid))
-    });
     assert_eq!(incr(&trusting), "3", "the count went on");
+    let module = counter(&trusting).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached inside TLS");
 }
 
 /// A call that reaches the next router before the module is back: the
@@ -328,10 +326,10 @@ fn etcd_modules(frontend: &Host, service: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The same race, decided against the module every time: the counter is
-/// held back (SIGSTOP) while its router is SIGKILLed and the office passes
-/// at once (the dead router's lease revoked in etcd, as its lapse would),
-/// and the call is made then. Only once the router in office says it waits
+/// The same race, decided against the module every time: its router is
+/// SIGKILLed, the counter held back (SIGSTOP), the office passed at once
+/// (the dead router's lease revoked in etcd, as its lapse would), and the
+/// call made then. Only once the router in office says it waits
 /// for the counter (on main it started a counter of its own and answered 1
 /// instead) does the counter go on (SIGCONT): it re-attaches, and the call
 /// answers 4, from the same process, with nothing restarted. The lease TTL
@@ -365,9 +363,12 @@ fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
         etcd_modules(&frontend, "counter").iter().any(|r| r["pid"].as_u64() == Some(module_pid)).then_some(())
     });
 
+    // Stopped once its router is gone (a stopped process whose process
+    // group is orphaned gets SIGHUP): until the lease is revoked below the
+    // dead router holds the office, so the counter cannot have re-attached.
     let module = rustix::process::Pid::from_raw(module_pid as i32).unwrap();
-    rustix::process::kill_process(module, Signal::STOP).unwrap();
     first.kill();
+    rustix::process::kill_process(module, Signal::STOP).unwrap();
     cluster.revoke_leader("/polis/held-back/router");
     wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
         router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
@@ -385,7 +386,8 @@ fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
     let answer = call.line();
     assert!(status.success(), "{stderr}");
     assert!(waiting, "the router did not wait for the counter: the call answered {answer}");
-    assert_eq!(answer.trim(), "4", "the count went on");
+    let log = std::fs::read_to_string(hosts[0].mesh.dir.join("logs/counter.log")).unwrap_or_default();
+    assert_eq!(answer.trim(), "4", "the count went on\nrouter in office: {}\ncounter: {log}", second.stderr());
 
     let module = counter(&plain).expect("the counter runs");
     assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
