@@ -374,20 +374,26 @@ fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
         router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
     });
     let mut call = frontend.mesh.start(frontend.polis(&["call", "counter", "incr"]));
-    let waiting = wait_until(WAIT, &frontend.mesh.dir, "the router to wait for the counter, or the call", || {
-        if second.stderr().contains("waiting for module counter to re-attach") {
-            Some(true)
-        } else {
-            call.try_exit().map(|_| false)
-        }
-    });
+    let waiting =
+        wait_until(WAIT, &frontend.mesh.dir, "the router to wait for the counter, or the call", || {
+            if second.stderr().contains("waiting for module counter to re-attach") {
+                Some(true)
+            } else {
+                call.try_exit().map(|_| false)
+            }
+        });
     rustix::process::kill_process(module, Signal::CONT).unwrap();
     let (status, stderr) = call.wait(WAIT);
     let answer = call.line();
     assert!(status.success(), "{stderr}");
     assert!(waiting, "the router did not wait for the counter: the call answered {answer}");
     let log = std::fs::read_to_string(hosts[0].mesh.dir.join("logs/counter.log")).unwrap_or_default();
-    assert_eq!(answer.trim(), "4", "the count went on\nrouter in office: {}\ncounter: {log}", second.stderr());
+    assert_eq!(
+        answer.trim(),
+        "4",
+        "the count went on\nrouter in office: {}\ncounter: {log}",
+        second.stderr()
+    );
 
     let module = counter(&plain).expect("the counter runs");
     assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");

@@ -93,7 +93,8 @@ impl Module {
         let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
         let mut records = Records::default();
         // No router was ours yet: any live router will do.
-        let served = self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut records).await;
+        let served =
+            self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut records).await;
         records.close().await;
         served
     }
