@@ -152,8 +152,8 @@ mod etcd {
         let mut say = |why: String| {
             if !std::mem::replace(&mut said, true) {
                 eprintln!(
-                    "{name}: warning: not published in etcd ({why}); routers on other machines may not \
-                     see this module until it is; trying again"
+                    "{name}: warning: not published in etcd ({why}); routers on other machines do not \
+                     see this module until it is"
                 );
             }
         };
