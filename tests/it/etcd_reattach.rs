@@ -274,8 +274,16 @@ fn a_call_at_once_after_the_kill_waits_for_the_module_on_its_way_back() {
     let fresh_pid = fresh["pid"].as_u64().unwrap();
     assert_ne!(fresh_pid, module_pid);
     assert!(hosts[1].mesh.processes().contains(&(fresh_pid as u32)), "{fresh}");
-    let records = etcd_modules(&frontend, "counter");
-    assert_eq!(records.iter().map(|r| r["pid"].as_u64()).collect::<Vec<_>>(), [Some(fresh_pid)]);
+    // The dead counter's record lapsed (the load waited for that); the
+    // fresh one's is put in the background after its handshake.
+    assert!(
+        etcd_modules(&frontend, "counter").iter().all(|r| r["pid"].as_u64() != Some(module_pid)),
+        "the killed counter's record outlived its lease"
+    );
+    wait_until(WAIT, &frontend.mesh.dir, "the fresh counter's record in etcd", || {
+        let records = etcd_modules(&frontend, "counter");
+        (records.iter().map(|r| r["pid"].as_u64()).collect::<Vec<_>>() == [Some(fresh_pid)]).then_some(())
+    });
 }
 
 /// A module's record in etcd is its own and goes with it: published under
