@@ -268,3 +268,20 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"", ""),
+            (b"a", "YQ=="),
+            (b"ab", "YWI="),
+            (b"abc", "YWJj"),
+            (b"/polis/m/router/", "L3BvbGlzL20vcm91dGVyLw=="),
+        ];
+        for (bytes, encoded) in cases {
+            assert_eq!(super::base64(bytes), encoded);
+        }
+    }
+}
