@@ -281,6 +281,10 @@ async fn router(
     host.grace = args.grace;
     host.max_frame_len = args.max_frame;
     host.module_env = module_env;
+    // Modules on every machine publish their records in etcd: a call that
+    // reaches this router before a module of a dead router is back waits
+    // for it instead of starting another and losing its state.
+    host.sightings = Some(std::sync::Arc::new(etcd.clone()));
     let sessions = polis_node::router::SessionConfig {
         // A router on etcd is a service of the mesh: it stays unless told.
         linger: args.linger.unwrap_or(crate::cli::NEVER),

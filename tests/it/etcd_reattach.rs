@@ -45,9 +45,9 @@ fn median(mut ms: Vec<u128>) -> u128 {
 /// Routers on two hosts (the first in office, the second a candidate) and
 /// a frontend on a third. The counter runs on the first host; SIGKILL of
 /// its router puts the candidate in office with a greater epoch, and the
-/// same counter process re-attaches to it over TCP: the next `incr` goes
-/// on from the count it had, and the new router spawned no counter of its
-/// own. Then a new candidate on the dead router's host, and the same again
+/// same counter process re-attaches to it over TCP: the next `incr`, made
+/// as soon as the candidate is in office, goes on from the count it had,
+/// and the new router spawned no counter of its own. Then a new candidate on the dead router's host, and the same again
 /// the other way, `POLIS_REATTACH_ROUNDS` times in all (default 2); each
 /// round's time from SIGKILL to the first call served by the re-attached
 /// module is printed (run with `--nocapture` to see them).
@@ -91,16 +91,15 @@ fn a_module_follows_its_killed_router_to_the_next_one_on_another_host_with_its_s
         assert_eq!(pid, next_pid);
         assert!(next_epoch > epoch, "epoch {next_epoch} after {epoch}");
         epoch = next_epoch;
-        // The same process, attached to the new router: no call before it
-        // is, or the new router would start a counter of its own.
-        wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached", || {
-            counter(&plain).filter(|m| m["pid"].as_u64() == Some(module_pid))
-        });
+        // Called without waiting for the counter to re-attach: the new
+        // router sees its record in etcd and waits for it.
         count += 1;
         assert_eq!(incr(&plain), count.to_string(), "the count went on");
         let took = killed.elapsed().as_millis();
         eprintln!("re-attach round {}: {took} ms from SIGKILL to the first call served", round + 1);
         times.push(took);
+        let module = counter(&plain).expect("the counter runs");
+        assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
 
         // The host in office runs its router and no counter of its own
         // (the first host: the one counter, still the same process).
@@ -211,8 +210,201 @@ fn a_module_follows_its_killed_router_to_the_next_one_inside_tls() {
     });
     let record = frontend.resolve().unwrap();
     assert!(record["endpoint"].as_str().unwrap().starts_with("tls:127.0.0.1:"), "{record}");
-    wait_until(WAIT, &frontend.mesh.dir, "the counter re-attached inside TLS", || {
-        counter(&trusting).filter(|m| m["pid"].as_u64() == Some(module_pid))
-    });
     assert_eq!(incr(&trusting), "3", "the count went on");
+    let module = counter(&trusting).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached inside TLS");
+}
+
+/// A call that reaches the next router before the module is back: the
+/// module's record in etcd (under its own lease, alive while it is) says it
+/// is on its way, so the router waits for it rather than start a counter of
+/// its own. The call is made at once after the SIGKILL, without waiting for
+/// the candidate to take office or the counter to re-attach: it answers 4,
+/// from the same process, and nothing was restarted. Then that counter is
+/// SIGKILLed in turn: its record lapses with its lease, and the next call
+/// starts a fresh counter (at 0) rather than wait for one that will never
+/// come.
+#[test]
+fn a_call_at_once_after_the_kill_waits_for_the_module_on_its_way_back() {
+    let cluster = EtcdCluster::start(3);
+    let url = cluster.url("polis/at-once", TTL);
+    let token = token_file(&cluster, "token", "at-once-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let mut first = hosts[0].router();
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = hosts[1].router();
+    for n in 1..=3 {
+        assert_eq!(incr(&plain), n.to_string());
+    }
+    let module_pid = counter(&plain).expect("the counter runs on the first host")["pid"].as_u64().unwrap();
+    // Its record is in etcd, where the router on any host can see it.
+    wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        let records = etcd_modules(&frontend, "counter");
+        records.iter().any(|r| r["pid"].as_u64() == Some(module_pid)).then_some(())
+    });
+
+    first.kill();
+    assert_eq!(incr(&plain), "4", "the count went on");
+    let module = counter(&plain).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
+    assert_eq!(module["restarts"], 0, "{module}");
+    // The host in office runs its router and no counter of its own.
+    assert_eq!(hosts[1].mesh.processes(), [second.pid()], "the processes of the host in office");
+    assert!(procs::is_running(module_pid as u32));
+    let status = frontend.run(&["status", "--json"]).code(0).json();
+    let counters: Vec<_> =
+        status["modules"].as_array().unwrap().iter().filter(|m| m["name"] == "counter").collect();
+    assert_eq!(counters.len(), 1, "{status}");
+
+    // SIGKILL of the counter itself: nothing revokes its lease, which
+    // lapses within the TTL; the next call starts a fresh one on the host
+    // in office (after at most the router's re-attach wait, not a hang).
+    procs::kill(module_pid as u32);
+    assert_eq!(incr(&plain), "1", "a fresh counter");
+    let fresh = counter(&plain).expect("the fresh counter runs");
+    let fresh_pid = fresh["pid"].as_u64().unwrap();
+    assert_ne!(fresh_pid, module_pid);
+    assert!(hosts[1].mesh.processes().contains(&(fresh_pid as u32)), "{fresh}");
+    // The dead counter's record lapsed (the load waited for that); the
+    // fresh one's is put in the background after its handshake.
+    assert!(
+        etcd_modules(&frontend, "counter").iter().all(|r| r["pid"].as_u64() != Some(module_pid)),
+        "the killed counter's record outlived its lease"
+    );
+    wait_until(WAIT, &frontend.mesh.dir, "the fresh counter's record in etcd", || {
+        let records = etcd_modules(&frontend, "counter");
+        (records.iter().map(|r| r["pid"].as_u64()).collect::<Vec<_>>() == [Some(fresh_pid)]).then_some(())
+    });
+}
+
+/// A module's record in etcd is its own and goes with it: published under
+/// its own lease once it runs, and gone the moment it exits cleanly (here,
+/// `polis module unload`), not at the lease's expiry.
+#[test]
+fn a_module_that_exits_cleanly_leaves_no_record_in_etcd() {
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/clean-exit", TTL);
+    let token = token_file(&cluster, "token", "clean-exit-token\n");
+    let host = Host::new(&url, &token);
+    host.mesh.module("counter", COUNTER, "");
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let router = host.router();
+    let router_pid = u64::from(router.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == router_pid)
+    });
+    assert_eq!(incr(&plain), "1");
+    let module = counter(&plain).expect("the counter runs");
+    let module_pid = module["pid"].as_u64().unwrap();
+    // Published in the background after the handshake: soon, not at once.
+    let record = wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        etcd_modules(&frontend, "counter").into_iter().next()
+    });
+    assert_eq!(record["pid"].as_u64(), Some(module_pid), "{record}");
+    assert_eq!(record["services"], serde_json::json!(["counter"]), "{record}");
+    assert_eq!(record["role"], "module", "{record}");
+    assert_eq!(record["router"].as_str(), frontend.resolve().unwrap()["id"].as_str(), "{record}");
+
+    frontend.run(&["module", "unload", "counter"]).code(0);
+    assert!(!procs::is_running(module_pid as u32), "the counter exited");
+    assert_eq!(etcd_modules(&frontend, "counter"), Vec::<serde_json::Value>::new(), "no record left");
+}
+
+/// The records of modules serving `service` that etcd has (`polis ls
+/// --json --discovery …`).
+fn etcd_modules(frontend: &Host, service: &str) -> Vec<serde_json::Value> {
+    let ls = frontend.run(&["ls", "--json"]).code(0).json();
+    ls["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "module" && n["services"].as_array().unwrap().iter().any(|s| s == service))
+        .cloned()
+        .collect()
+}
+
+/// The same race, decided against the module every time: its router is
+/// SIGKILLed, the counter held back (SIGSTOP), the office passed at once
+/// (the dead router's lease revoked in etcd, as its lapse would), and the
+/// call made then. Only once the router in office says it waits
+/// for the counter (on main it started a counter of its own and answered 1
+/// instead) does the counter go on (SIGCONT): it re-attaches, and the call
+/// answers 4, from the same process, with nothing restarted. The lease TTL
+/// is longer here so that the counter's own lease outlives its stop.
+#[test]
+fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
+    use rustix::process::Signal;
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/held-back", 10);
+    let token = token_file(&cluster, "token", "held-back-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    for host in &hosts {
+        host.mesh.module("counter", COUNTER, "");
+    }
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+    let router = |host: &Host| host.mesh.start(host.polis(&["-v", "router", "--listen", "127.0.0.1:0"]));
+
+    let mut first = router(&hosts[0]);
+    let first_pid = u64::from(first.pid());
+    wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == first_pid)
+    });
+    let second = router(&hosts[1]);
+    let second_pid = u64::from(second.pid());
+    for n in 1..=3 {
+        assert_eq!(incr(&plain), n.to_string());
+    }
+    let module_pid = counter(&plain).expect("the counter runs on the first host")["pid"].as_u64().unwrap();
+    wait_until(WAIT, &frontend.mesh.dir, "the counter's record in etcd", || {
+        etcd_modules(&frontend, "counter").iter().any(|r| r["pid"].as_u64() == Some(module_pid)).then_some(())
+    });
+
+    // Stopped once its router is gone (a stopped process whose process
+    // group is orphaned gets SIGHUP): until the lease is revoked below the
+    // dead router holds the office, so the counter cannot have re-attached.
+    let module = rustix::process::Pid::from_raw(module_pid as i32).unwrap();
+    first.kill();
+    rustix::process::kill_process(module, Signal::STOP).unwrap();
+    cluster.revoke_leader("/polis/held-back/router");
+    wait_until(WAIT, &frontend.mesh.dir, "the candidate in office", || {
+        router_pid_epoch(&frontend).filter(|&(pid, _)| pid == second_pid)
+    });
+    let mut call = frontend.mesh.start(frontend.polis(&["call", "counter", "incr"]));
+    let waiting =
+        wait_until(WAIT, &frontend.mesh.dir, "the router to wait for the counter, or the call", || {
+            if second.stderr().contains("waiting for module counter to re-attach") {
+                Some(true)
+            } else {
+                call.try_exit().map(|_| false)
+            }
+        });
+    rustix::process::kill_process(module, Signal::CONT).unwrap();
+    let (status, stderr) = call.wait(WAIT);
+    let answer = call.line();
+    assert!(status.success(), "{stderr}");
+    assert!(waiting, "the router did not wait for the counter: the call answered {answer}");
+    let log = std::fs::read_to_string(hosts[0].mesh.dir.join("logs/counter.log")).unwrap_or_default();
+    assert_eq!(
+        answer.trim(),
+        "4",
+        "the count went on\nrouter in office: {}\ncounter: {log}",
+        second.stderr()
+    );
+
+    let module = counter(&plain).expect("the counter runs");
+    assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
+    assert_eq!(module["restarts"], 0, "{module}");
+    assert_eq!(hosts[1].mesh.processes(), [second.pid()], "no counter on the host in office");
 }

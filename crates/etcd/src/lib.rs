@@ -142,6 +142,20 @@ impl Etcd {
         }))
     }
 
+    /// Puts `record` in place of the one `guard` keeps (the same node: its
+    /// id names the key), under the same lease.
+    pub async fn update(&self, guard: &EtcdGuard, record: &NodeRecord) -> Result<()> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| self.fail()(etcd_client::Error::InvalidArgs(e.to_string())))?;
+        let (key, lease) = (guard.key.clone(), guard.lease.id);
+        self.timed(|mut client| {
+            let (key, json) = (key.clone(), json.clone());
+            async move { client.put(key, json, Some(etcd_client::PutOptions::new().with_lease(lease))).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Lets this node's lease go: its records vanish now, not at expiry.
     pub async fn close(&self) {
         if let Some(lease) = self.lease.lock().await.take() {
@@ -173,11 +187,33 @@ fn unavailable(address: &Address) -> impl Fn(etcd_client::Error) -> Error + '_ {
 pub struct EtcdGuard {
     client: Client,
     key: String,
+    /// The lease the record is put with, and its token, cancelled once the
+    /// lease is lost (the record is gone, or going, with it).
+    lease: Lease,
+}
+
+impl EtcdGuard {
+    /// Cancelled once the lease the record lives on is lost (not renewed in
+    /// time, or let go): the record vanishes with it, and must be published
+    /// again, under a new lease, to be seen.
+    pub fn lost(&self) -> CancellationToken {
+        self.lease.lost.clone()
+    }
+
+    /// Lets go without deleting the key, which is left to its lease: for a
+    /// record whose lease is lost, about to be published again under a new
+    /// one (a delete sent now could land after that put).
+    pub fn leave_to_lease(mut self) {
+        self.key.clear();
+    }
 }
 
 impl Drop for EtcdGuard {
     fn drop(&mut self) {
         let (mut client, key) = (self.client.clone(), std::mem::take(&mut self.key));
+        if key.is_empty() {
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { client.delete(key, None).await });
         }
@@ -254,7 +290,7 @@ impl AsyncDiscovery for Etcd {
             async move { client.put(key, json, Some(etcd_client::PutOptions::new().with_lease(lease.id))).await }
         })
         .await?;
-        Ok(EtcdGuard { client, key })
+        Ok(EtcdGuard { client, key, lease })
     }
 
     async fn list(&self) -> Result<Listing> {

@@ -7,6 +7,13 @@
 //! `Router.AttachModule`, keeping its state and subscriptions exactly as on
 //! its own machine. Without the feature it says once that it cannot, and
 //! looks only in this machine's mesh directory, as a module always did.
+//!
+//! With the feature, such a module also publishes its node record in etcd
+//! ([`Published`]), under a lease of its own kept alive while it runs and
+//! revoked when it exits: a router on any machine then sees that a module
+//! serving the name is alive, and on its way back after its router died,
+//! and waits for it instead of starting another (polis-node's
+//! `HostConfig::sightings`).
 
 use std::path::PathBuf;
 
@@ -57,10 +64,13 @@ impl Module {
 }
 
 #[cfg(feature = "etcd")]
+pub(crate) use etcd::Published;
+
+#[cfg(feature = "etcd")]
 mod etcd {
     use std::time::Duration;
 
-    use polis_discovery::AsyncDiscovery;
+    use polis_discovery::{AsyncDiscovery, NodeRecord};
     use polis_etcd::{Address, Etcd};
     use polis_mesh::{
         dial::{self, DialError},
@@ -78,6 +88,133 @@ mod etcd {
     const RETRY: Duration = Duration::from_millis(50);
     /// How long it waits for a change in etcd before looking anyway.
     const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+    /// How long a module waits before it tries etcd again, after it could
+    /// not publish its record (etcd out of reach, or the lease lost).
+    const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+    /// How long a module that exits gives etcd to revoke its lease. Beyond
+    /// that the lease lapses by itself within its TTL.
+    const REVOKE_WAIT: Duration = Duration::from_secs(1);
+
+    /// This module's node record in etcd, kept by a task of its own: put
+    /// under the module's own lease (so that it lives exactly as long as the
+    /// process: revoked on a clean exit, lapsed within the TTL after a
+    /// SIGKILL), updated when the module re-attaches to another router, and
+    /// published again if the lease is lost. The module never waits for it:
+    /// the first put happens in the background after the handshake, and
+    /// etcd out of reach is said once on stderr, never fatal.
+    pub(crate) struct Published {
+        record: tokio::sync::watch::Sender<NodeRecord>,
+        done: tokio_util::sync::CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Published {
+        /// Starts publishing `record` in the etcd of `remote`.
+        pub(crate) fn start(name: &str, remote: &Remote, record: NodeRecord) -> Self {
+            let (tx, rx) = tokio::sync::watch::channel(record);
+            let done = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(keep_published(name.to_owned(), remote.url.clone(), rx, done.clone()));
+            Self { record: tx, done, task }
+        }
+
+        /// Puts `record` (the same node, attached to another router) in
+        /// place of the published one.
+        pub(crate) fn update(&self, record: NodeRecord) {
+            self.record.send_replace(record);
+        }
+
+        /// Unpublishes now: the lease is revoked (bounded by [`REVOKE_WAIT`]),
+        /// so the record is gone before the process is.
+        pub(crate) async fn close(mut self) {
+            self.done.cancel();
+            if tokio::time::timeout(REVOKE_WAIT, &mut self.task).await.is_err() {
+                self.task.abort();
+            }
+        }
+    }
+
+    impl Drop for Published {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// The task behind [`Published`]: connect, put, keep; on a lost lease
+    /// put again; on `done`, revoke the lease and return.
+    async fn keep_published(
+        name: String,
+        url: String,
+        mut record: tokio::sync::watch::Receiver<NodeRecord>,
+        done: tokio_util::sync::CancellationToken,
+    ) {
+        let mut said = false;
+        let mut say = |why: String| {
+            if !std::mem::replace(&mut said, true) {
+                eprintln!(
+                    "{name}: warning: not published in etcd ({why}); routers on other machines do not \
+                     see this module until it is"
+                );
+            }
+        };
+        let address: Address = match url.parse() {
+            Ok(address) => address,
+            Err(e) => {
+                let e: polis_discovery::Error = e;
+                say(format!("POLIS_DISCOVERY: {e}"));
+                return;
+            }
+        };
+        let etcd = loop {
+            match Etcd::connect(address.clone()).await {
+                Ok(etcd) => break etcd,
+                Err(e) => say(e.to_string()),
+            }
+            tokio::select! {
+                () = done.cancelled() => return,
+                () = tokio::time::sleep(PUBLISH_RETRY) => {}
+            }
+        };
+        'publish: while !done.is_cancelled() {
+            let current = record.borrow_and_update().clone();
+            let guard = tokio::select! {
+                published = etcd.publish(&current) => published,
+                () = done.cancelled() => break,
+            };
+            let guard = match guard {
+                Ok(guard) => guard,
+                Err(e) => {
+                    say(e.to_string());
+                    tokio::select! {
+                        () = done.cancelled() => break,
+                        () = tokio::time::sleep(PUBLISH_RETRY) => continue,
+                    }
+                }
+            };
+            let lost = guard.lost();
+            loop {
+                tokio::select! {
+                    () = done.cancelled() => break 'publish,
+                    () = lost.cancelled() => {
+                        say("its lease was lost".into());
+                        guard.leave_to_lease();
+                        continue 'publish;
+                    }
+                    changed = record.changed() => {
+                        if changed.is_err() {
+                            break 'publish;
+                        }
+                        let current = record.borrow_and_update().clone();
+                        if let Err(e) = etcd.update(&guard, &current).await {
+                            say(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        // The lease goes, and every record on it at once.
+        etcd.close().await;
+    }
 
     /// Why no bridge to a next router was made.
     enum NoRouter {

@@ -42,6 +42,29 @@ enum LinkEnd {
 /// Handshakes failing in a row on re-attach before the module gives up.
 const REATTACH_TRIES: u32 = 5;
 
+/// The module's node records, published after its first handshake and
+/// kept across links; dropping them unpublishes.
+#[derive(Default)]
+struct Records {
+    /// In this machine's mesh directory (`POLIS_MESH_DIR`).
+    dir: Option<NodeGuard>,
+    /// In etcd, on a mesh across machines (`POLIS_DISCOVERY`), so that a
+    /// router on another machine sees this module (`across::Published`).
+    #[cfg(feature = "etcd")]
+    remote: Option<crate::across::Published>,
+}
+
+impl Records {
+    /// Unpublishes: on etcd, the lease is revoked before the module exits,
+    /// so that no router waits for a module that is gone.
+    async fn close(self) {
+        #[cfg(feature = "etcd")]
+        if let Some(remote) = self.remote {
+            remote.close().await;
+        }
+    }
+}
+
 impl Module {
     /// Serves one router over `reader` (frames from the router) and
     /// `writer` (frames to it) until it says `Shutdown`. When the router goes
@@ -56,17 +79,24 @@ impl Module {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
-        let mut record = None;
-        let end = self.serve_link(reader, writer, &node_id, false, &mut record).await?;
-        self.serve_after(end, &node_id, &mut record).await
+        let mut records = Records::default();
+        let served = match self.serve_link(reader, writer, &node_id, false, &mut records).await {
+            Ok(end) => self.serve_after(end, &node_id, &mut records).await,
+            Err(err) => Err(err),
+        };
+        records.close().await;
+        served
     }
 
     /// Attaches to the mesh's router (see [`Module::attach`]) and serves it.
     pub(super) async fn serve_attached(self) -> Result<(), LinkError> {
         let node_id = self.node_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
-        let mut record = None;
+        let mut records = Records::default();
         // No router was ours yet: any live router will do.
-        self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut record).await
+        let served =
+            self.serve_after(LinkEnd::Lost { router_id: String::new() }, &node_id, &mut records).await;
+        records.close().await;
+        served
     }
 
     /// The loop over links: after each loss, the next router.
@@ -74,7 +104,7 @@ impl Module {
         &self,
         mut end: LinkEnd,
         node_id: &str,
-        record: &mut Option<NodeGuard>,
+        records: &mut Records,
     ) -> Result<(), LinkError> {
         let mut failures = 0;
         loop {
@@ -85,7 +115,7 @@ impl Module {
                 AfterLinkLoss::Reattach(bridge) => bridge,
             };
             let (reader, writer) = bridge.take_module_side();
-            end = match self.serve_link(reader, writer, node_id, true, record).await {
+            end = match self.serve_link(reader, writer, node_id, true, records).await {
                 Ok(end) => {
                     failures = 0;
                     end
@@ -108,7 +138,7 @@ impl Module {
         writer: W,
         node_id: &str,
         resumed: bool,
-        record: &mut Option<NodeGuard>,
+        records: &mut Records,
     ) -> Result<LinkEnd, LinkError>
     where
         R: AsyncRead + Unpin,
@@ -119,15 +149,7 @@ impl Module {
         let mut writer = FrameWriter::new(writer, codec);
 
         let welcome = session::handshake(self, &mut reader, &mut writer, node_id, resumed).await?;
-        // Kept across links: dropping it unpublishes the record.
-        match record {
-            Some(guard) => {
-                if let Some(updated) = self.record(node_id, &welcome.router_id) {
-                    let _ = guard.update(&updated);
-                }
-            }
-            None => *record = self.publish(node_id, &welcome.router_id),
-        }
+        self.publish_records(records, node_id, &welcome.router_id);
 
         let mut session = Session::start(self.clone(), writer, Arc::new(welcome.config), welcome.epoch);
         let end = session.serve(&mut reader).await;
@@ -193,6 +215,27 @@ impl Module {
         record.version = self.version.clone();
         record.router = Uuid::parse_str(router_id).ok();
         Some(record)
+    }
+
+    /// Publishes this module's node records (or updates them, on a
+    /// re-attach) to name `router_id`.
+    fn publish_records(&self, records: &mut Records, node_id: &str, router_id: &str) {
+        match &records.dir {
+            Some(guard) => {
+                if let Some(updated) = self.record(node_id, router_id) {
+                    let _ = guard.update(&updated);
+                }
+            }
+            None => records.dir = self.publish(node_id, router_id),
+        }
+        // In etcd in the background, never in the way of the first call.
+        #[cfg(feature = "etcd")]
+        if let (Some(remote), Some(record)) = (&self.remote, self.record(node_id, router_id)) {
+            match &records.remote {
+                Some(published) => published.update(record),
+                None => records.remote = Some(crate::across::Published::start(&self.name, remote, record)),
+            }
+        }
     }
 
     /// Publishes this module's node record when a mesh directory is set.

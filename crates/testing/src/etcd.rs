@@ -161,6 +161,27 @@ impl EtcdCluster {
         *followers.first().expect("a running member that is not the leader")
     }
 
+    /// Revokes the lease of whoever holds the election `name` (a key such as
+    /// `/PREFIX/router`, the prefix with its leading `/`; the holder's key is the oldest under `name/`), as if
+    /// that lease had lapsed, but now: the next candidate takes office at
+    /// once. Its lease id; panics if nobody holds the election.
+    #[track_caller]
+    pub fn revoke_leader(&self, name: &str) -> i64 {
+        let port = self.members.iter().find(|m| m.process.is_some()).expect("a running member").client;
+        let (key, end) = (format!("{name}/"), format!("{name}0"));
+        let range = serde_json::json!({"key": base64(key.as_bytes()), "range_end": base64(end.as_bytes())});
+        let reply = post(port, "/v3/kv/range", &range).expect("etcd answers /v3/kv/range");
+        let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<i64>().ok());
+        let kvs = reply["kvs"].as_array().cloned().unwrap_or_default();
+        let leader = kvs.iter().min_by_key(|kv| number(&kv["create_revision"])).unwrap_or_else(|| {
+            panic!("nobody holds the election {name}: {reply}");
+        });
+        let lease = number(&leader["lease"]).expect("the leader's key has a lease");
+        let revoked = post(port, "/v3/lease/revoke", &serde_json::json!({"ID": lease.to_string()}));
+        assert!(revoked.is_some_and(|r| r.get("error").is_none()), "revoke lease {lease}");
+        lease
+    }
+
     /// Whether member `i` answers `/health` with a leader in the cluster.
     pub fn is_healthy(&self, i: usize) -> bool {
         health(self.members[i].client)
@@ -214,4 +235,53 @@ fn health(port: u16) -> bool {
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     reply.contains("\"health\":\"true\"")
+}
+
+/// POST `body` to etcd's JSON gateway on a member's client port: the reply
+/// body as JSON, if it answers.
+fn post(port: u16, path: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let body = body.to_string();
+    let request =
+        format!("POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    let (_, body) = reply.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// Standard base64, as etcd's JSON gateway takes keys.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"", ""),
+            (b"a", "YQ=="),
+            (b"ab", "YWI="),
+            (b"abc", "YWJj"),
+            (b"/polis/m/router/", "L3BvbGlzL20vcm91dGVyLw=="),
+        ];
+        for (bytes, encoded) in cases {
+            assert_eq!(super::base64(bytes), encoded);
+        }
+    }
 }

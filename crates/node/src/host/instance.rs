@@ -64,6 +64,9 @@ pub(crate) struct Instance {
     pub(crate) pid: Option<u32>,
     /// The module's node id, when it attached over the socket.
     pub(crate) node_id: Option<Uuid>,
+    /// The node id it was spawned with (`POLIS_NODE_ID`), when this router
+    /// started it: once it is reaped, a record of that id is a dead one.
+    pub(crate) spawned_as: Option<Uuid>,
     pub(crate) protocol: Protocol,
     /// The methods it declared in its handshake, if it did.
     pub(crate) declared: Declared,
@@ -118,6 +121,8 @@ impl std::fmt::Debug for Instance {
 /// What a link needs to run: the parts of a handshaken module.
 pub(crate) struct Parts {
     pub(crate) name: String,
+    /// The node id a spawned module was given.
+    pub(crate) spawned_as: Option<Uuid>,
     pub(crate) version: String,
     pub(crate) protocol: Protocol,
     pub(crate) process: Process,
@@ -164,6 +169,7 @@ impl Instance {
                 Process::Attached { node, .. } => node.as_ref().map(|(_, id)| *id),
                 Process::Child(_) => None,
             },
+            spawned_as: parts.spawned_as,
             protocol: parts.protocol,
             declared: parts.declared,
             monitor: parts.monitor,

@@ -117,13 +117,31 @@ impl Host {
     /// Waits (bounded) for a live module serving `entry`'s name that is
     /// not linked here, to attach. Such a module outlived its router, or
     /// lost its link to this one, and is on its way back with its state;
-    /// starting another would lose that. Called with no live instance.
+    /// starting another would lose that. It is looked for in this machine's
+    /// mesh directory, then in the config's [`super::Sightings`] (a router
+    /// on etcd: the whole mesh's records, which a module on another machine
+    /// publishes there), leaving out the records of processes reaped here.
+    /// Called with no live instance.
     async fn await_reattach(&self, entry: &Entry) -> Option<Arc<Instance>> {
-        let on_its_way = || -> bool {
+        let reaped = entry.state.lock().expect("state lock").reaped.clone();
+        let on_its_way = || async {
+            let serving = |n: &polis_discovery::NodeRecord| {
+                n.role == polis_discovery::Role::Module && n.services.contains(&entry.name)
+            };
             let nodes = self.mesh.list().map(|l| l.nodes).unwrap_or_default();
-            nodes.iter().any(|n| n.role == polis_discovery::Role::Module && n.services.contains(&entry.name))
+            if nodes.iter().any(serving) {
+                return true;
+            }
+            let Some(sightings) = &self.config.sightings else { return false };
+            match sightings.records().await {
+                Ok(nodes) => nodes.iter().any(|n| serving(n) && !reaped.contains(&n.id)),
+                Err(why) => {
+                    tracing::debug!("cannot look for module {} elsewhere in the mesh: {why}", entry.name);
+                    false
+                }
+            }
         };
-        if !on_its_way() {
+        if !on_its_way().await {
             return None;
         }
         tracing::info!("waiting for module {} to re-attach", entry.name);
@@ -133,8 +151,9 @@ impl Host {
             if let Some(live) = self.live(&entry.name) {
                 return Some(live);
             }
-            // It may be exiting rather than coming back: look again now and then.
-            if !on_its_way() || tokio::time::Instant::now() >= deadline {
+            // It may be exiting rather than coming back: look again now and
+            // then (elsewhere, its record goes with its lease).
+            if tokio::time::Instant::now() >= deadline || !on_its_way().await {
                 return None;
             }
             tokio::select! {
@@ -224,6 +243,7 @@ impl Host {
         };
         let parts = Parts {
             name: manifest.name.clone(),
+            spawned_as: Uuid::parse_str(&node_id).ok(),
             version,
             protocol: manifest.protocol,
             process: Process::Child(child),
@@ -291,6 +311,7 @@ impl Host {
             }
             let parts = Parts {
                 name: hello.name.clone(),
+                spawned_as: None,
                 version: hello.version.clone(),
                 protocol: Protocol::Frames,
                 process: Process::Attached {

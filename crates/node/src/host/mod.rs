@@ -55,7 +55,7 @@ use std::{
     time::Duration,
 };
 
-use polis_discovery::MeshDir;
+use polis_discovery::{AsyncDiscovery, MeshDir, NodeRecord};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Status;
 use uuid::Uuid;
@@ -89,6 +89,41 @@ pub struct HostConfig {
     /// node id: for a router on etcd, how to find and authenticate to the
     /// next router (`POLIS_DISCOVERY`, `POLIS_TOKEN_FILE`, `POLIS_TLS_CA`).
     pub module_env: Vec<(String, std::ffi::OsString)>,
+    /// Where else than this machine's mesh directory a lazy load looks for
+    /// a module on its way back (for a router on etcd: the mesh's records
+    /// in etcd, where modules on every machine publish themselves). `None`:
+    /// the mesh directory alone.
+    pub sightings: Option<Arc<dyn Sightings>>,
+}
+
+/// The live node records of a mesh beyond this machine's directory, as a
+/// lazy load asks for them: whether a module serving the name lives
+/// somewhere, on its way back to a router, before another is started.
+/// Every [`AsyncDiscovery`] backend is one (its `list`); a record whose
+/// liveness is over (an etcd lease lapsed or revoked) is not among them.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # async fn demo(mesh: polis_discovery::MeshDir) {
+/// let mut config = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(None));
+/// config.sightings = Some(Arc::new(mesh)); // for a router on etcd: its `polis_etcd::Etcd`
+/// # }
+/// ```
+pub trait Sightings: Send + Sync + 'static {
+    /// The live records, or why they cannot be had (then nothing is seen).
+    fn records(&self) -> BoxFuture<'_, Result<Vec<NodeRecord>, String>>;
+}
+
+impl<D: AsyncDiscovery> Sightings for D {
+    fn records(&self) -> BoxFuture<'_, Result<Vec<NodeRecord>, String>> {
+        Box::pin(async move { self.list().await.map(|listing| listing.nodes).map_err(|e| e.to_string()) })
+    }
+}
+
+impl std::fmt::Debug for dyn Sightings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sightings")
+    }
 }
 
 impl HostConfig {
@@ -103,6 +138,7 @@ impl HostConfig {
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
             module_env: Vec::new(),
+            sightings: None,
         }
     }
 
@@ -136,7 +172,8 @@ pub(crate) struct Host {
     bus: Arc<crate::bus::Bus>,
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, as [`Sightings`] answers.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Host {
     pub(crate) fn new(config: HostConfig, mesh: MeshDir, router: RouterIdentity) -> Arc<Self> {

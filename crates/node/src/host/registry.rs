@@ -39,6 +39,10 @@ pub(super) struct EntryState {
     /// handshaken): a module attaching meanwhile is refused, or the two
     /// would both be taken and one of them never stopped.
     pub(super) starting: bool,
+    /// Node ids of processes of this module that this router spawned and
+    /// reaped (the last few): their records elsewhere (in etcd, until their
+    /// lease lapses) are not of a module on its way back.
+    pub(super) reaped: Vec<uuid::Uuid>,
 }
 
 /// A module as `polis status` shows it.

@@ -6,6 +6,9 @@ use std::{sync::Arc, sync::atomic::Ordering, time::Instant};
 use super::{Host, Instance, registry::Entry, restart::Verdict};
 use crate::manifest::RestartPolicy;
 
+/// How many node ids of reaped processes an entry remembers.
+const REAPED_KEPT: usize = 8;
+
 impl Host {
     /// Waits for an instance to end, then applies the restart policy.
     pub(super) async fn supervise(self: Arc<Self>, entry: Arc<Entry>, instance: Arc<Instance>) {
@@ -17,6 +20,12 @@ impl Host {
                 state.instance = None;
             }
             state.past_calls += instance.calls.load(Ordering::Relaxed);
+            if let Some(id) = instance.spawned_as {
+                if state.reaped.len() >= REAPED_KEPT {
+                    state.reaped.remove(0);
+                }
+                state.reaped.push(id);
+            }
             if exit.crashed {
                 state.last_error = Some(exit.reason.clone());
             }

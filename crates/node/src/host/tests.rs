@@ -44,6 +44,8 @@ const FAKE_PID: u32 = 4242;
 /// One module "process" the host started, played by the test.
 struct Fake {
     name: String,
+    /// The node id it was spawned with (`POLIS_NODE_ID`).
+    node_id: Uuid,
     log: PathBuf,
     /// What the host writes to the module's stdin.
     reader: FrameReader<ReadHalf<DuplexStream>>,
@@ -147,6 +149,7 @@ impl Launch for FakeLauncher {
         let exit = Arc::new(watch::Sender::new(None));
         let fake = Fake {
             name: manifest.name.clone(),
+            node_id: Uuid::parse_str(env.node_id).expect("the host spawns with a UUID"),
             log: env.log.to_owned(),
             reader: FrameReader::new(read, FrameCodec::default()),
             writer: FrameWriter::new(write, FrameCodec::default()),
@@ -713,4 +716,74 @@ async fn requests_queued_together_arrive_in_order_without_those_dropped_while_qu
     }
     fake.reply(kept[0].id(), "\"pong\"").await;
     assert_eq!(answer(&mut kept[0]).await.unwrap(), "\"pong\"");
+}
+
+/// What a router on etcd sees of the whole mesh, played by the test: the
+/// records it holds, and a count of the looks.
+#[derive(Default)]
+struct FakeSightings {
+    // std Mutex: never held across an await.
+    records: std::sync::Mutex<Vec<polis_discovery::NodeRecord>>,
+    looks: watch::Sender<usize>,
+}
+
+impl super::Sightings for FakeSightings {
+    fn records(&self) -> super::BoxFuture<'_, Result<Vec<polis_discovery::NodeRecord>, String>> {
+        self.looks.send_modify(|n| *n += 1);
+        let records = self.records.lock().unwrap().clone();
+        Box::pin(async move { Ok(records) })
+    }
+}
+
+/// A record of a module serving `name`, as one on another machine publishes.
+fn module_record(name: &str, id: Uuid) -> polis_discovery::NodeRecord {
+    let mut record = polis_discovery::NodeRecord::new(polis_discovery::Role::Module, name);
+    record.id = id;
+    record.services = vec![name.to_owned()];
+    record
+}
+
+/// A module serving the name lives elsewhere in the mesh (its record is in
+/// the sightings, not in this machine's directory): a lazy load waits for
+/// it rather than start another, and starts one once the record is gone
+/// (its lease lapsed: that module is not coming back).
+#[tokio::test]
+async fn a_load_waits_while_a_module_of_the_name_is_sighted_elsewhere() {
+    let sightings = Arc::new(FakeSightings::default());
+    sightings.records.lock().unwrap().push(module_record("echo", Uuid::new_v4()));
+    let mut fx = Fixture::new(64 * 1024, |config| {
+        config.reattach_wait = Duration::from_secs(60);
+        config.sightings = Some(sightings.clone());
+    });
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    // It looked, and looks again and again: it is waiting.
+    let mut looks = sightings.looks.subscribe();
+    soon(looks.wait_for(|&n| n >= 3)).await.unwrap();
+    assert!(fx.launched.try_recv().is_err(), "nothing started while the module is on its way");
+    assert!(!load.is_finished());
+
+    sightings.records.lock().unwrap().clear();
+    let mut fake = fx.next_launch().await;
+    fake.handshake().await;
+    soon(load).await.unwrap().expect("the load succeeds");
+}
+
+/// A module this router spawned crashes: its record elsewhere lingers
+/// until its lease lapses, but it is not on its way back (it was reaped
+/// here), so its restart does not wait for it.
+#[tokio::test]
+async fn the_record_of_a_process_reaped_here_does_not_hold_its_restart() {
+    let sightings = Arc::new(FakeSightings::default());
+    let mut fx = Fixture::new(64 * 1024, |config| {
+        config.reattach_wait = Duration::from_secs(60);
+        config.sightings = Some(sightings.clone());
+    });
+    let (_instance, fake) = fx.loaded("always").await;
+    sightings.records.lock().unwrap().push(module_record("always", fake.node_id));
+    fake.exit(1);
+    // `restart = "always"`: started again at once, not after 60 s.
+    let mut again = fx.next_launch().await;
+    again.handshake().await;
+    assert_eq!(fx.state("always").restarts, 1);
 }
