@@ -146,18 +146,7 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
 
     // Only one frontend launches at a time; the others find its router on
     // their second look.
-    let spawn_lock = mesh.spawn_lock();
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&spawn_lock)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("cannot take spawn.lock ({e})")))?;
-
-    let watch = mesh.watch()?;
+    let lock = spawn_lock(mesh).await.map_err(|e| fail(format!("cannot take spawn.lock ({e})")))?;
     if let Some(router) = mesh.current_router()? {
         return Ok(router);
     }
@@ -169,7 +158,7 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
     let mut backoff = Duration::from_millis(5);
     let router = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match spawn_and_wait(mesh, launcher, &log, &watch, left).await? {
+        match spawn_and_wait(mesh, launcher, &log, left).await? {
             Launched::Published(router) => break router,
             Launched::Failed(reason) => return Err(fail(reason)),
             Launched::Lost if tokio::time::Instant::now() + backoff < deadline => {
@@ -184,6 +173,23 @@ async fn launch(mesh: &MeshDir, launcher: &Launcher) -> Result<NodeRecord, Conne
     };
     drop(lock);
     Ok(router)
+}
+
+/// Takes `spawn.lock`: at once when it is free, as it is for a cold start,
+/// else on a blocking thread (a thread started only when another frontend is
+/// launching, whose router we then find on our second look).
+async fn spawn_lock(mesh: &MeshDir) -> std::io::Result<std::fs::File> {
+    let path = mesh.spawn_lock();
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// What became of one launched router.
@@ -201,7 +207,6 @@ async fn spawn_and_wait(
     mesh: &MeshDir,
     launcher: &Launcher,
     log: &Path,
-    watch: &polis_discovery::DirWatch,
     timeout: Duration,
 ) -> Result<Launched, ConnectError> {
     let fail = |reason: String| ConnectError::Launch { reason, log: log.to_owned() };
@@ -223,6 +228,12 @@ async fn spawn_and_wait(
         cmd.spawn().map_err(|e| fail(format!("cannot run {} ({e})", launcher.polis.display())))?;
     tracing::info!("launched router pid {:?}", child.id());
 
+    // The watch is made while the router starts, not before: starting
+    // notify's thread and adding its watches is a millisecond of a cold
+    // start that the router's exec now covers. Nothing is missed: the
+    // first look below is made after the watch is in place, so a router
+    // that published before it is seen by that look.
+    let watch = mesh.watch()?;
     // Wait for the router to publish itself, or for our child to exit:
     // its exit changes nothing in the directory, so it is waited for too.
     let published = watch.wait_for(timeout, || Ok(mesh.current_router()?.map(Launched::Published)));
