@@ -8,11 +8,23 @@
 //! cancel arrives; the guest's next read (any read of stdin) clears it.
 //! A cancel left pending for longer than the grace means the module is
 //! stuck, and the watchdog (`main.rs`) interrupts it.
+//!
+//! The pump is needed only while the guest computes. A guest that waits
+//! for input with nothing buffered reads the pipe itself, on its own
+//! thread, as a native module would: handing each request over from the
+//! pump would add a wake-up of another thread, often on another CPU, to
+//! every call. One reader at a time: the pipe is read only by whoever
+//! holds [`Shared::side`], which carries the scanner, so every byte passes
+//! the cancel scan once and in order.
 
 use std::{
     collections::VecDeque,
     io::Read,
-    sync::{Arc, Mutex},
+    os::fd::{AsFd, BorrowedFd},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,6 +53,31 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Woken when data arrives or stdin closes.
     readable: Notify,
+    /// The right to read the pipe, and what a read needs. Taken before
+    /// `state` when both are (never the other way round); never held
+    /// across an await. `None` until `pump` sets it up.
+    side: Mutex<Option<ReadSide>>,
+    /// Whether the guest may read the pipe itself: it is a pipe or a
+    /// socket, non-blocking, that only this process reads.
+    direct: AtomicBool,
+    /// The pump found `side` taken (the guest reading) while the pipe was
+    /// readable: the guest, done, says so on `released`.
+    missed: AtomicBool,
+    released: Notify,
+}
+
+/// What reading the pipe needs, whoever reads it.
+struct ReadSide {
+    chunk: Vec<u8>,
+    scanner: Scanner,
+    /// Called at the first cancel, before the guest can see it.
+    first_cancel: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for ReadSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSide").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,69 +110,97 @@ impl Shared {
         self.state.lock().expect("stdin lock").closed = true;
         self.readable.notify_waiters();
     }
+
+    /// Passes `n` bytes just read into `side.chunk` to the guest, watching
+    /// them for cancels; `0` is the end of stdin.
+    fn deliver(&self, side: &mut ReadSide, n: usize) {
+        if n == 0 {
+            self.close();
+            return;
+        }
+        let bytes = &side.chunk[..n];
+        let cancels = side.scanner.feed(bytes);
+        if cancels && let Some(first) = side.first_cancel.take() {
+            first();
+        }
+        self.push(bytes, cancels);
+    }
+
+    /// The guest, with nothing buffered, reads the pipe on its own thread
+    /// until something comes (or it closes). `false` if it may not (not a
+    /// pipe: the pump reads, and the guest waits for it).
+    fn read_here(&self) -> bool {
+        if !self.direct.load(Ordering::Acquire) {
+            return false;
+        }
+        // The pump holds the side for one read at most.
+        let mut guard = self.side.lock().expect("stdin side lock");
+        let side = guard.as_mut().expect("set up before the guest runs");
+        // The pump may have delivered while we waited for the side.
+        let waiting = {
+            let state = self.state.lock().expect("stdin lock");
+            state.buffer.is_empty() && !state.closed
+        };
+        if waiting {
+            let stdin = std::io::stdin();
+            loop {
+                match rustix::io::read(stdin.as_fd(), &mut side.chunk) {
+                    Ok(n) => break self.deliver(side, n),
+                    Err(rustix::io::Errno::AGAIN) => wait_readable(stdin.as_fd()),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break self.close(),
+                }
+            }
+        }
+        drop(guard);
+        // The pump saw the pipe readable while we held the side: let it
+        // look again, or it would wait for the next write to the pipe.
+        if self.missed.swap(false, Ordering::AcqRel) {
+            self.released.notify_one();
+        }
+        true
+    }
 }
 
-/// Starts the thread that reads the host's stdin into `shared`, calling
-/// `first_cancel` once, when the first cancel arrives (before the guest can
-/// see it). The thread drives `runtime` for the rest of the host's life:
-/// the guest's WASI calls run on it (main.rs enters its handle on the
-/// guest's thread), so its timers and I/O need a thread that polls them,
-/// and this one is otherwise idle in epoll. Without it wasmtime-wasi would
-/// start a multi-threaded tokio runtime of its own, two more threads.
+/// Blocks this thread until `fd` is readable (or hung up).
+fn wait_readable(fd: BorrowedFd<'_>) {
+    let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+    let _ = rustix::event::poll(&mut fds, None);
+}
+
+/// Starts the thread that reads the host's stdin into `shared` while the
+/// guest computes, calling `first_cancel` once, when the first cancel
+/// arrives (before the guest can see it). The thread drives `runtime` for
+/// the rest of the host's life: the guest's WASI calls run on it (main.rs
+/// enters its handle on the guest's thread), so its timers and I/O need a
+/// thread that polls them, and this one is otherwise idle in epoll.
+/// Without it wasmtime-wasi would start a multi-threaded tokio runtime of
+/// its own, two more threads.
 pub(crate) fn pump(
     runtime: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     protocol: Protocol,
     first_cancel: impl FnOnce() + Send + 'static,
 ) {
-    let mut reader = Reader { shared, scanner: Scanner::new(protocol), first_cancel: Some(first_cancel) };
-    let mut chunk = vec![0u8; 64 * 1024];
-    // What the router wrote before this process got here (the handshake,
-    // and on a cold call the call itself) is read now, on the guest's
-    // thread, so that its first read does not wait for the new thread to be
-    // scheduled and to hand the bytes over.
+    *shared.side.lock().expect("stdin side lock") = Some(ReadSide {
+        chunk: vec![0u8; 64 * 1024],
+        scanner: Scanner::new(protocol),
+        first_cancel: Some(Box::new(first_cancel)),
+    });
     // AsyncFd registers with the runtime it finds entered.
-    let mut input = {
+    let input = {
         let _entered = runtime.enter();
         Input::new()
     };
-    let mut open = true;
-    match input.read_now(&mut chunk) {
-        Some(0) => open = false,
-        Some(n) => reader.deliver(&chunk[..n]),
-        None => {}
-    }
+    shared.direct.store(matches!(input, Input::Polled(_)), Ordering::Release);
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            while open {
-                match input.read(&mut chunk).await {
-                    Ok(0) | Err(_) => open = false,
-                    Ok(n) => reader.deliver(&chunk[..n]),
-                }
-            }
-            reader.shared.close();
+            input.pump(&shared).await;
+            shared.close();
             // The runtime is still the guest's, for its WASI calls.
             std::future::pending::<()>().await
         });
     });
-}
-
-/// Hands what stdin gave to the guest, watching it for cancels.
-struct Reader<F> {
-    shared: Arc<Shared>,
-    scanner: Scanner,
-    /// Called at the first cancel, before the guest can see it.
-    first_cancel: Option<F>,
-}
-
-impl<F: FnOnce()> Reader<F> {
-    fn deliver(&mut self, bytes: &[u8]) {
-        let cancels = self.scanner.feed(bytes);
-        if cancels && let Some(first) = self.first_cancel.take() {
-            first();
-        }
-        self.shared.push(bytes, cancels);
-    }
 }
 
 /// The host's stdin, read without blocking the runtime's thread: through
@@ -177,23 +242,53 @@ impl Input {
         }
     }
 
-    /// What a pipe or socket holds already, without waiting: `None` when
-    /// it holds nothing yet (or is something else, which could wait).
-    fn read_now(&self, buf: &mut [u8]) -> Option<usize> {
+    /// Reads until stdin ends, delivering to `shared`. A pipe is read
+    /// when it is readable and the guest is not reading it itself.
+    async fn pump(self, shared: &Shared) {
         match self {
-            Self::Polled(fd) => rustix::io::read(fd.get_ref(), buf).ok(),
-            Self::Plain(_) => None,
-        }
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Plain(stdin) => stdin.lock().read(buf),
+            Self::Plain(mut stdin) => loop {
+                let mut guard = shared.side.lock().expect("stdin side lock");
+                let side = guard.as_mut().expect("set up before the pump starts");
+                // Only this thread reads a terminal or a file (`direct` is
+                // off): holding the side while it waits keeps nobody out.
+                let n = stdin.read(&mut side.chunk).unwrap_or(0);
+                shared.deliver(side, n);
+                if n == 0 {
+                    return;
+                }
+            },
             Self::Polled(fd) => loop {
-                let mut ready = fd.readable().await?;
-                match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *buf)?)) {
-                    Ok(read) => return read,
-                    Err(_would_block) => continue,
+                let Ok(mut ready) = fd.readable().await else { return };
+                let released = shared.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                let mut guard = match shared.side.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        // The guest is reading: it takes what comes. Look
+                        // again once it lets go (the pipe may hold more).
+                        shared.missed.store(true, Ordering::Release);
+                        match shared.side.try_lock() {
+                            Ok(guard) => guard,
+                            Err(_) => {
+                                drop(ready);
+                                released.await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let side = guard.as_mut().expect("set up before the pump starts");
+                match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut side.chunk)?)) {
+                    Ok(Ok(n)) => {
+                        shared.deliver(side, n);
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                    Ok(Err(_)) => return,
+                    // Read dry (by the guest, perhaps): wait for more.
+                    Err(_would_block) => {}
                 }
             },
         }
@@ -278,7 +373,24 @@ impl StdinStream for GuestStdin {
     }
 }
 
+#[async_trait]
 impl InputStream for GuestStdin {
+    /// What a guest's `fd_read` of stdin comes to. With nothing buffered,
+    /// the pipe is read here rather than by the pump, which would then
+    /// wake this thread. (`ready`, for `poll_oneoff`, still waits for the
+    /// pump: a poll with a timeout must not block this thread in a read.)
+    async fn blocking_read(&mut self, size: usize) -> StreamResult<Bytes> {
+        loop {
+            let data = self.read(size)?;
+            if !data.is_empty() || size == 0 {
+                return Ok(data);
+            }
+            if !self.0.read_here() {
+                self.ready().await;
+            }
+        }
+    }
+
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         let mut state = self.0.state.lock().expect("stdin lock");
         // The guest came back to its input: it will see any cancel now.
