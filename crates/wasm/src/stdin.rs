@@ -60,9 +60,8 @@ pub(crate) struct Shared {
     /// Whether the guest may read the pipe itself: it is a pipe or a
     /// socket, non-blocking, that only this process reads.
     direct: AtomicBool,
-    /// The pump found `side` taken (the guest reading) while the pipe was
-    /// readable: the guest, done, says so on `released`.
-    missed: AtomicBool,
+    /// Where the guest says it let the side go, when the pump asked
+    /// (`State::missed`).
     released: Notify,
 }
 
@@ -86,6 +85,12 @@ struct State {
     closed: bool,
     /// When the oldest cancel the guest has not yet read past arrived.
     cancel_since: Option<Instant>,
+    /// The pump found the side taken (the guest reading) while the pipe was
+    /// readable. Kept here, not in an atomic of its own: this lock orders
+    /// the pump's "I missed it, is the side still taken?" against the
+    /// guest's "I let it go, did anyone miss it?", so one of the two sees
+    /// the other.
+    missed: bool,
 }
 
 impl Shared {
@@ -155,7 +160,7 @@ impl Shared {
         drop(guard);
         // The pump saw the pipe readable while we held the side: let it
         // look again, or it would wait for the next write to the pipe.
-        if self.missed.swap(false, Ordering::AcqRel) {
+        if std::mem::take(&mut self.state.lock().expect("stdin lock").missed) {
             self.released.notify_one();
         }
         true
@@ -267,7 +272,7 @@ impl Input {
                     Err(_) => {
                         // The guest is reading: it takes what comes. Look
                         // again once it lets go (the pipe may hold more).
-                        shared.missed.store(true, Ordering::Release);
+                        shared.state.lock().expect("stdin lock").missed = true;
                         match shared.side.try_lock() {
                             Ok(guard) => guard,
                             Err(_) => {
