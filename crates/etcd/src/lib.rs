@@ -352,16 +352,31 @@ impl AsyncDiscovery for Etcd {
         Ok(EtcdTerm { client, ttl: self.address.ttl, epoch: leader.rev() as u64, leader: Some(leader), lost })
     }
 
+    /// Returns once etcd has created the watch, so that every change after
+    /// this returns is reported: "watch, then look" misses nothing. The
+    /// stream ends when the watch does (etcd cancelled it, or the stream
+    /// broke): a caller that still waits must look by other means.
     async fn watch(&self) -> Result<ReceiverStream<()>> {
         let mut events = self
             .timed(|mut client| {
                 let prefix = self.address.prefix.clone() + "/";
-                async move { client.watch(prefix, Some(WatchOptions::new().with_prefix())).await }
+                async move {
+                    let mut events = client.watch(prefix, Some(WatchOptions::new().with_prefix())).await?;
+                    // The stream is open before the server has read the
+                    // create request; its first answer says it is in place.
+                    match events.message().await? {
+                        Some(reply) if reply.created() && !reply.canceled() => Ok(events),
+                        _ => Err(etcd_client::Error::WatchError("the watch was not created".into())),
+                    }
+                }
             })
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            while let Ok(Some(_)) = events.message().await {
+            while let Ok(Some(reply)) = events.message().await {
+                if reply.canceled() {
+                    break;
+                }
                 if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
                     break;
                 }
