@@ -18,7 +18,7 @@ mod host;
 pub mod manifest;
 pub mod router;
 
-pub use host::{BoxFuture, HostConfig, Sightings};
+pub use host::{BoxFuture, Changes, HostConfig, Sightings};
 
 /// What can stop a node.
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,7 @@
 //! backoff, launch, handshake), or taken in when a module attaches over the
 //! socket.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use polis_discovery::Discovery;
 use polis_mesh::pb::{self, Frame};
@@ -121,7 +118,9 @@ impl Host {
     /// mesh directory, then in the config's [`super::Sightings`] (a router
     /// on etcd: the whole mesh's records, which a module on another machine
     /// publishes there), leaving out the records of processes reaped here.
-    /// Called with no live instance.
+    /// The wait ends when it attaches, when its record is gone (it exited,
+    /// or its lease lapsed: a change the watches wake this wait for), or
+    /// at `reattach_wait`. Called with no live instance.
     async fn await_reattach(&self, entry: &Entry) -> Option<Arc<Instance>> {
         let reaped = entry.state.lock().expect("state lock").reaped.clone();
         let on_its_way = || async {
@@ -141,24 +140,28 @@ impl Host {
                 }
             }
         };
+        // The common case (nothing on its way) costs one look and no watch.
         if !on_its_way().await {
             return None;
         }
         tracing::info!("waiting for module {} to re-attach", entry.name);
         let deadline = tokio::time::Instant::now() + self.config.reattach_wait;
+        // Watching from here, then looking again before each wait: a change
+        // made in between is kept for the wait.
+        let sightings = self.config.sightings.as_deref();
+        let mut changes =
+            super::sightings::Wakeups::new(&self.mesh, sightings, self.config.reattach_poll, deadline).await;
         loop {
             let attached = entry.attached.notified();
             if let Some(live) = self.live(&entry.name) {
                 return Some(live);
             }
-            // It may be exiting rather than coming back: look again now and
-            // then (elsewhere, its record goes with its lease).
             if tokio::time::Instant::now() >= deadline || !on_its_way().await {
                 return None;
             }
             tokio::select! {
                 () = attached => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = changes.next() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }

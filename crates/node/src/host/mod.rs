@@ -21,6 +21,9 @@
 //!   frontend's, with permission, depth and deadline checks.
 //! - `methods`: what a module declared it serves, and the check of a call
 //!   against it; `tap`: what the monitor sees of each call.
+//! - `sightings`: where a lazy load looks for a module on its way back
+//!   (this machine's directory, and the mesh beyond it), and the watches
+//!   that wake it while it waits.
 //! - `wasm`: a `.wasm` module's process is `polis-wasm` with its sandbox's
 //!   grants.
 
@@ -36,6 +39,7 @@ mod registry;
 mod replace;
 mod restart;
 mod search;
+mod sightings;
 mod spawn;
 mod stop;
 mod supervise;
@@ -45,6 +49,7 @@ mod tests;
 mod unsolicited;
 mod wasm;
 
+pub use sightings::{Changes, Sightings};
 pub(crate) use tap::{Monitor, Watch};
 
 use std::{
@@ -55,7 +60,7 @@ use std::{
     time::Duration,
 };
 
-use polis_discovery::{AsyncDiscovery, MeshDir, NodeRecord};
+use polis_discovery::MeshDir;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Status;
 use uuid::Uuid;
@@ -81,6 +86,10 @@ pub struct HostConfig {
     /// How long a lazy load waits for a module of the same name that
     /// outlived its router to re-attach, before starting a new one.
     pub reattach_wait: Duration,
+    /// How often such a load looks again at a source of records it cannot
+    /// watch (a mesh directory watched by polling, sightings without a
+    /// watch); a watched one wakes it when it changes.
+    pub reattach_poll: Duration,
     /// Crashes tolerated within `restart_window` before giving up.
     pub restart_budget: usize,
     /// The window the budget counts over.
@@ -96,38 +105,9 @@ pub struct HostConfig {
     pub sightings: Option<Arc<dyn Sightings>>,
 }
 
-/// The live node records of a mesh beyond this machine's directory, as a
-/// lazy load asks for them: whether a module serving the name lives
-/// somewhere, on its way back to a router, before another is started.
-/// Every [`AsyncDiscovery`] backend is one (its `list`); a record whose
-/// liveness is over (an etcd lease lapsed or revoked) is not among them.
-///
-/// ```
-/// # use std::sync::Arc;
-/// # async fn demo(mesh: polis_discovery::MeshDir) {
-/// let mut config = polis_node::HostConfig::new(polis_node::manifest::ModulePath::new(None));
-/// config.sightings = Some(Arc::new(mesh)); // for a router on etcd: its `polis_etcd::Etcd`
-/// # }
-/// ```
-pub trait Sightings: Send + Sync + 'static {
-    /// The live records, or why they cannot be had (then nothing is seen).
-    fn records(&self) -> BoxFuture<'_, Result<Vec<NodeRecord>, String>>;
-}
-
-impl<D: AsyncDiscovery> Sightings for D {
-    fn records(&self) -> BoxFuture<'_, Result<Vec<NodeRecord>, String>> {
-        Box::pin(async move { self.list().await.map(|listing| listing.nodes).map_err(|e| e.to_string()) })
-    }
-}
-
-impl std::fmt::Debug for dyn Sightings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sightings")
-    }
-}
-
 impl HostConfig {
-    /// Defaults: 5 s handshake, 3 s grace, 16 MiB frames, 5 crashes a minute.
+    /// Defaults: 5 s handshake, 3 s grace, 16 MiB frames, 5 crashes a minute,
+    /// a 5 s re-attach wait.
     pub fn new(modules_path: ModulePath) -> Self {
         Self {
             modules_path,
@@ -135,6 +115,7 @@ impl HostConfig {
             grace: Duration::from_secs(3),
             max_frame_len: polis_mesh::codec::DEFAULT_MAX_FRAME_LEN,
             reattach_wait: Duration::from_secs(5),
+            reattach_poll: Duration::from_millis(50),
             restart_budget: 5,
             restart_window: Duration::from_secs(60),
             module_env: Vec::new(),

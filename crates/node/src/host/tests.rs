@@ -719,12 +719,29 @@ async fn requests_queued_together_arrive_in_order_without_those_dropped_while_qu
 }
 
 /// What a router on etcd sees of the whole mesh, played by the test: the
-/// records it holds, and a count of the looks.
+/// records it holds, a count of the looks, and, when `watchable`, the
+/// watches handed out, woken by [`FakeSightings::change`].
 #[derive(Default)]
 struct FakeSightings {
     // std Mutex: never held across an await.
     records: std::sync::Mutex<Vec<polis_discovery::NodeRecord>>,
     looks: watch::Sender<usize>,
+    watchable: bool,
+    watches: std::sync::Mutex<Vec<mpsc::Sender<()>>>,
+    watched: watch::Sender<usize>,
+}
+
+impl FakeSightings {
+    fn watchable() -> Self {
+        Self { watchable: true, ..Self::default() }
+    }
+
+    /// Wakes every watch handed out, as etcd's does after a change.
+    fn change(&self) {
+        for watch in self.watches.lock().unwrap().iter() {
+            let _ = watch.try_send(());
+        }
+    }
 }
 
 impl super::Sightings for FakeSightings {
@@ -732,6 +749,16 @@ impl super::Sightings for FakeSightings {
         self.looks.send_modify(|n| *n += 1);
         let records = self.records.lock().unwrap().clone();
         Box::pin(async move { Ok(records) })
+    }
+
+    fn changes(&self) -> super::BoxFuture<'_, Result<super::Changes, String>> {
+        let changes = self.watchable.then(|| {
+            let (tx, rx) = mpsc::channel(1);
+            self.watches.lock().unwrap().push(tx);
+            self.watched.send_modify(|n| *n += 1);
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as super::Changes
+        });
+        Box::pin(async move { changes.ok_or_else(|| "not watchable".to_owned()) })
     }
 }
 
@@ -744,9 +771,10 @@ fn module_record(name: &str, id: Uuid) -> polis_discovery::NodeRecord {
 }
 
 /// A module serving the name lives elsewhere in the mesh (its record is in
-/// the sightings, not in this machine's directory): a lazy load waits for
-/// it rather than start another, and starts one once the record is gone
-/// (its lease lapsed: that module is not coming back).
+/// sightings that cannot be watched, not in this machine's directory): a
+/// lazy load waits for it rather than start another, looking again and
+/// again, and starts one once the record is gone (its lease lapsed: that
+/// module is not coming back).
 #[tokio::test]
 async fn a_load_waits_while_a_module_of_the_name_is_sighted_elsewhere() {
     let sightings = Arc::new(FakeSightings::default());
@@ -767,6 +795,74 @@ async fn a_load_waits_while_a_module_of_the_name_is_sighted_elsewhere() {
     let mut fake = fx.next_launch().await;
     fake.handshake().await;
     soon(load).await.unwrap().expect("the load succeeds");
+}
+
+/// The same with sightings that can be watched, and no looking again by
+/// the clock to speak of (an hour): the load that waits for the module is
+/// woken by the change that took its record away, and starts another.
+#[tokio::test]
+async fn a_waiting_load_is_woken_when_the_record_sighted_elsewhere_goes() {
+    let sightings = Arc::new(FakeSightings::watchable());
+    sightings.records.lock().unwrap().push(module_record("echo", Uuid::new_v4()));
+    let mut fx = Fixture::new(64 * 1024, |config| {
+        config.reattach_wait = Duration::from_secs(3600);
+        config.reattach_poll = Duration::from_secs(3600);
+        config.sightings = Some(sightings.clone());
+    });
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    // Watching, then looking again: the change below comes after both.
+    soon(sightings.watched.subscribe().wait_for(|&n| n == 1)).await.unwrap();
+    soon(sightings.looks.subscribe().wait_for(|&n| n >= 2)).await.unwrap();
+    assert!(fx.launched.try_recv().is_err(), "nothing started while the module is on its way");
+
+    sightings.records.lock().unwrap().clear();
+    sightings.change();
+    let mut fake = fx.next_launch().await;
+    fake.handshake().await;
+    soon(load).await.unwrap().expect("the load succeeds");
+}
+
+/// A module on its way back in this machine's directory dies there as a
+/// SIGKILL leaves things: its lock is let go, its files stay. With no
+/// looking again by the clock to speak of, the load that waits for it is
+/// woken by the directory's watch (the lock file closed) and starts
+/// another.
+#[tokio::test]
+async fn a_waiting_load_is_woken_when_the_module_in_the_directory_dies() {
+    let sightings = Arc::new(FakeSightings::watchable());
+    let mut fx = Fixture::new(64 * 1024, |config| {
+        config.reattach_wait = Duration::from_secs(3600);
+        config.reattach_poll = Duration::from_secs(3600);
+        config.sightings = Some(sightings.clone());
+    });
+    // A record and its lock, held by this "process" (a descriptor of ours).
+    let record = module_record("echo", Uuid::new_v4());
+    let nodes = fx.host.mesh.nodes_dir();
+    std::fs::write(nodes.join(format!("{}.json", record.id)), serde_json::to_vec(&record).unwrap()).unwrap();
+    let lock = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(nodes.join(format!("{}.lock", record.id)))
+        .unwrap();
+    lock.lock().unwrap();
+    assert_eq!(polis_discovery::Discovery::list(&fx.host.mesh).unwrap().nodes, [record.clone()]);
+
+    let host = fx.host.clone();
+    let load = tokio::spawn(async move { host.instance("echo").await });
+    // The sightings (empty) are watched once the directory is: from then
+    // on, the lock let go below is a change kept for the load's wait.
+    soon(sightings.watched.subscribe().wait_for(|&n| n == 1)).await.unwrap();
+    assert!(fx.launched.try_recv().is_err(), "nothing started while the module is on its way");
+    assert!(!load.is_finished());
+
+    drop(lock);
+    let mut fake = fx.next_launch().await;
+    fake.handshake().await;
+    soon(load).await.unwrap().expect("the load succeeds");
+    assert!(nodes.join(format!("{}.json", record.id)).exists(), "the dead record was left in place");
 }
 
 /// A module this router spawned crashes: its record elsewhere lingers
