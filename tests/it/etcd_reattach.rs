@@ -9,7 +9,7 @@ use polis_testing::{EtcdCluster, MeshCa, Process, Run, procs};
 
 use crate::{
     etcd::{Host, TTL, token_file},
-    util::{COUNTER, WAIT, wait_until},
+    util::{COUNTER, ECHO, WAIT, wait_until},
 };
 
 /// A frontend's `polis` command: with the arguments it needs (the mesh CA)
@@ -407,4 +407,65 @@ fn a_call_that_reaches_the_next_router_before_the_module_waits_for_it() {
     assert_eq!(module["pid"].as_u64(), Some(module_pid), "the same process, re-attached: {module}");
     assert_eq!(module["restarts"], 0, "{module}");
     assert_eq!(hosts[1].mesh.processes(), [second.pid()], "no counter on the host in office");
+}
+
+/// A program that loads itself (`Module::attach`, here `polis-echo
+/// --attach` serving `hand`, which no manifest names) on a mesh on etcd,
+/// told so as a spawned module is (`POLIS_DISCOVERY`, `POLIS_TOKEN_FILE`),
+/// lives as one: its record is in etcd under its own lease, naming the
+/// router it attached to; when that router is SIGKILLed it re-attaches to
+/// the next one in office, on another host, and its record is put again
+/// naming that one; and a clean exit (`polis module unload`) takes the
+/// record at once, not at the lease's expiry (10 s here).
+#[test]
+fn a_self_loaded_module_publishes_in_etcd_and_follows_the_office_to_another_host() {
+    let cluster = EtcdCluster::start(1);
+    let url = cluster.url("polis/self-loaded", 10);
+    let token = token_file(&cluster, "token", "self-loaded-token\n");
+    let hosts = [Host::new(&url, &token), Host::new(&url, &token)];
+    let frontend = Host::new(&url, &token);
+    let plain = |args: &[&str]| frontend.run(args);
+
+    let mut first = hosts[0].router();
+    let first_pid = u64::from(first.pid());
+    let first_id = wait_until(WAIT, &frontend.mesh.dir, "the first router in office", || {
+        frontend.resolve().filter(|r| r["pid"].as_u64() == Some(first_pid))
+    })["id"]
+        .clone();
+    let second = hosts[1].router();
+    let second_pid = u64::from(second.pid());
+
+    let mut cmd = hosts[0].mesh.command(ECHO);
+    cmd.arg("--attach").arg(&hosts[0].mesh.dir).env("POLIS_SERVICE", "hand");
+    cmd.env("POLIS_DISCOVERY", &url).env("POLIS_TOKEN_FILE", &token);
+    let mut hand = hosts[0].mesh.start(cmd);
+    let hand_pid = u64::from(hand.pid());
+    let record = wait_until(WAIT, &frontend.mesh.dir, "the self-loaded module's record in etcd", || {
+        etcd_modules(&frontend, "hand").into_iter().next()
+    });
+    assert_eq!((record["pid"].as_u64(), &record["router"]), (Some(hand_pid), &first_id), "{record}");
+    assert_eq!(plain(&["call", "hand", "echo", r#"{"n":1}"#]).code(0).json(), serde_json::json!({"n": 1}));
+
+    // The office passes at once (the dead router's lease revoked, as its
+    // lapse would): the module finds the next router in etcd.
+    first.kill();
+    cluster.revoke_leader("/polis/self-loaded/router");
+    let second_id = wait_until(WAIT, &frontend.mesh.dir, "the second router in office", || {
+        frontend.resolve().filter(|r| r["pid"].as_u64() == Some(second_pid))
+    })["id"]
+        .clone();
+    let record = wait_until(WAIT, &frontend.mesh.dir, "the module's record to name the next router", || {
+        etcd_modules(&frontend, "hand").into_iter().find(|r| r["router"] == second_id)
+    });
+    assert_eq!(record["pid"].as_u64(), Some(hand_pid), "the same process: {record}");
+    assert_eq!(etcd_modules(&frontend, "hand").len(), 1, "one record, put again in place of the other");
+    assert_eq!(plain(&["call", "hand", "echo", r#"{"n":2}"#]).code(0).json(), serde_json::json!({"n": 2}));
+    let status = plain(&["status", "--json"]).code(0).json();
+    let listed = status["modules"].as_array().unwrap().iter().find(|m| m["name"] == "hand").cloned();
+    assert_eq!(listed.and_then(|m| m["pid"].as_u64()), Some(hand_pid), "{status}");
+
+    plain(&["module", "unload", "hand"]).code(0);
+    let (exited, stderr) = hand.wait(WAIT);
+    assert!(exited.success(), "{stderr}");
+    assert_eq!(etcd_modules(&frontend, "hand"), Vec::<serde_json::Value>::new(), "no record left");
 }

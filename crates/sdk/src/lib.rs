@@ -320,8 +320,17 @@ impl Module {
     /// [`Module::reattach_wait`]) and serves calls by name until the router
     /// says `Shutdown`, or goes away and no other comes. A program that was
     /// not started by a router uses this instead of [`Module::run`].
+    ///
+    /// On a mesh across machines (`POLIS_DISCOVERY` an etcd address, with
+    /// `POLIS_TOKEN_FILE` and `POLIS_TLS_CA` as [`Module::run`] reads them)
+    /// and with the `etcd` feature, it is such a module in every way: it
+    /// attaches to the router in office in etcd, wherever it runs, over TCP
+    /// with the mesh's token, publishes its record in etcd under a lease of
+    /// its own (revoked when it returns), and follows the office to the
+    /// next router.
     pub async fn attach(mut self, mesh_dir: impl Into<PathBuf>) -> ExitCode {
         self.mesh_dir = Some(mesh_dir.into());
+        self.remote = across::Remote::from_env();
         self.read_reattach_wait();
         let name = self.name.clone();
         match self.serve_attached().await {
