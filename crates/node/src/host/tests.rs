@@ -848,7 +848,7 @@ async fn a_waiting_load_is_woken_when_the_module_in_the_directory_dies() {
         .open(nodes.join(format!("{}.lock", record.id)))
         .unwrap();
     lock.lock().unwrap();
-    assert_eq!(polis_discovery::Discovery::list(&fx.host.mesh).unwrap().nodes, [record.clone()]);
+    assert_eq!(polis_discovery::Discovery::list(&fx.host.mesh).unwrap().nodes, std::slice::from_ref(&record));
 
     let host = fx.host.clone();
     let load = tokio::spawn(async move { host.instance("echo").await });
